@@ -1,0 +1,380 @@
+#include "pmd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <zlib.h>
+
+#include "frame.h"
+
+void pmd_config_default(pmd_config *c) {
+  c->enabled = 0;
+  c->level = 6;
+  c->window_bits =
+      12; /* 4 KiB windows: most of the gain on chat and JSON at a fraction of 32 KiB */
+  c->mem_level = 5;
+  c->context_takeover = 1;
+  c->threshold = 32;
+}
+
+/* One permessage-deflate offer or response, as parsed. */
+typedef struct params {
+  int snct, cnct; /* *_no_context_takeover present */
+  int smwb;       /* server_max_window_bits: -1 absent, else 8..15 */
+  int cmwb;       /* client_max_window_bits: -1 absent, 0 without value, else 8..15 */
+  int valid;
+} params;
+
+static int tchar(int c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+typedef struct cursor {
+  const char *s, *end;
+} cursor;
+
+static void ows(cursor *c) {
+  while (c->s < c->end && (*c->s == ' ' || *c->s == '\t')) c->s++;
+}
+
+static size_t token(cursor *c, const char **start) {
+  *start = c->s;
+  while (c->s < c->end && tchar((unsigned char)*c->s)) c->s++;
+  return (size_t)(c->s - *start);
+}
+
+/* A token or quoted-string value (no escapes: none of ours need them). */
+static int value(cursor *c, const char **v, size_t *n) {
+  if (c->s < c->end && *c->s == '"') {
+    c->s++;
+    *v = c->s;
+    while (c->s < c->end && tchar((unsigned char)*c->s)) c->s++;
+    if (c->s == c->end || *c->s != '"') return -1;
+    *n = (size_t)(c->s - *v);
+    c->s++;
+    return 0;
+  }
+  *n = token(c, v);
+  return *n ? 0 : -1;
+}
+
+static int bits(const char *v, size_t n) {
+  if (n == 1 && v[0] >= '8' && v[0] <= '9') return v[0] - '0';
+  if (n == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5') return 10 + v[1] - '0';
+  return -1;
+}
+
+static int is(const char *s, size_t n, const char *lit) {
+  return strlen(lit) == n && strncasecmp(s, lit, n) == 0;
+}
+
+/* Calls fn for each extension in every Sec-WebSocket-Extensions header.
+ * Returns -1 on a syntax error, else the number of extensions seen. */
+static int each_extension(const hs_head *h, int (*fn)(void *, int is_pmd, const params *),
+                          void *ud) {
+  int count = 0;
+  for (size_t i = 0; i < h->nheaders; i++) {
+    const hs_header *e = &h->headers[i];
+    if (!is(e->name, e->name_len, "Sec-WebSocket-Extensions")) continue;
+    cursor c = {e->value, e->value + e->value_len};
+    for (;;) {
+      ows(&c);
+      if (c.s == c.end) break;
+      if (*c.s == ',') { /* empty list elements are allowed */
+        c.s++;
+        continue;
+      }
+      const char *name;
+      size_t nlen = token(&c, &name);
+      if (!nlen) return -1;
+      int pmd = is(name, nlen, "permessage-deflate");
+      params p = {0, 0, -1, -1, 1};
+      for (;;) {
+        ows(&c);
+        if (c.s == c.end || *c.s == ',') break;
+        if (*c.s != ';') return -1;
+        c.s++;
+        ows(&c);
+        const char *pn, *pv = NULL;
+        size_t pnlen = token(&c, &pn), pvlen = 0;
+        if (!pnlen) return -1;
+        ows(&c);
+        if (c.s < c.end && *c.s == '=') {
+          c.s++;
+          ows(&c);
+          if (value(&c, &pv, &pvlen)) return -1;
+        }
+        if (is(pn, pnlen, "server_no_context_takeover")) {
+          if (p.snct || pv) p.valid = 0;
+          p.snct = 1;
+        } else if (is(pn, pnlen, "client_no_context_takeover")) {
+          if (p.cnct || pv) p.valid = 0;
+          p.cnct = 1;
+        } else if (is(pn, pnlen, "server_max_window_bits")) {
+          if (p.smwb != -1 || !pv || bits(pv, pvlen) < 0) p.valid = 0;
+          p.smwb = pv ? bits(pv, pvlen) : 0;
+        } else if (is(pn, pnlen, "client_max_window_bits")) {
+          if (p.cmwb != -1 || (pv && bits(pv, pvlen) < 0)) p.valid = 0;
+          p.cmwb = pv ? bits(pv, pvlen) : 0;
+        } else {
+          p.valid = 0; /* an unknown parameter makes the offer unacceptable */
+        }
+      }
+      count++;
+      if (fn(ud, pmd, &p)) return count;
+    }
+  }
+  return count;
+}
+
+typedef struct accept_state {
+  const pmd_config *cfg;
+  pmd_params *out;
+  char *resp;
+  size_t resp_size;
+  int done;
+} accept_state;
+
+static int accept_offer(void *ud, int is_pmd, const params *o) {
+  accept_state *a = ud;
+  if (!is_pmd || !o->valid) return 0;
+  const pmd_config *cfg = a->cfg;
+  int dbits = cfg->window_bits;
+  if (o->smwb > 0 && o->smwb < dbits) dbits = o->smwb;
+  if (dbits < 9) return 0; /* zlib cannot make raw streams with a 256-byte window */
+  int ibits = 15;
+  if (o->cmwb >= 0) {
+    ibits = o->cmwb ? o->cmwb : 15;
+    if (cfg->window_bits < ibits) ibits = cfg->window_bits;
+  }
+  int dreset = o->snct || !cfg->context_takeover, ireset = o->cnct || !cfg->context_takeover;
+  int n = snprintf(a->resp, a->resp_size, "permessage-deflate%s%s",
+                   dreset ? "; server_no_context_takeover" : "",
+                   ireset ? "; client_no_context_takeover" : "");
+  if (dbits < 15 || o->smwb > 0)
+    n += snprintf(a->resp + n, a->resp_size - (size_t)n, "; server_max_window_bits=%d", dbits);
+  if (o->cmwb >= 0 && ibits < 15)
+    snprintf(a->resp + n, a->resp_size - (size_t)n, "; client_max_window_bits=%d", ibits);
+  a->out->deflate_bits = (uint8_t)dbits;
+  a->out->inflate_bits = (uint8_t)ibits;
+  a->out->deflate_reset = (uint8_t)dreset;
+  a->out->inflate_reset = (uint8_t)ireset;
+  a->done = 1;
+  return 1;
+}
+
+int pmd_accept(const hs_head *h, const pmd_config *cfg, pmd_params *out, char *resp,
+               size_t resp_size) {
+  accept_state a = {cfg, out, resp, resp_size, 0};
+  if (!cfg->enabled || resp_size < 160) return 0;
+  each_extension(h, accept_offer, &a);
+  return a.done;
+}
+
+void pmd_offer(const pmd_config *cfg, char *out, size_t size) {
+  int n = snprintf(out, size, "permessage-deflate; client_max_window_bits");
+  if (cfg->window_bits < 15)
+    n += snprintf(out + n, size - (size_t)n, "=%d; server_max_window_bits=%d", cfg->window_bits,
+                  cfg->window_bits);
+  if (!cfg->context_takeover)
+    snprintf(out + n, size - (size_t)n, "; server_no_context_takeover; client_no_context_takeover");
+}
+
+typedef struct check_state {
+  int pmd, other;
+  params p;
+} check_state;
+
+static int note_response(void *ud, int is_pmd, const params *p) {
+  check_state *s = ud;
+  if (is_pmd) {
+    s->pmd++;
+    s->p = *p;
+  } else {
+    s->other++;
+  }
+  return 0;
+}
+
+int pmd_check(const hs_head *h, const pmd_config *cfg, pmd_params *out, const char **why) {
+  check_state s;
+  memset(&s, 0, sizeof s);
+  int n = each_extension(h, note_response, &s);
+  if (n < 0) return *why = "malformed Sec-WebSocket-Extensions", -1;
+  if (n == 0) return 0;
+  if (s.other || !cfg->enabled) return *why = "server chose an extension we did not offer", -1;
+  if (s.pmd > 1) return *why = "server chose permessage-deflate twice", -1;
+  const params *p = &s.p;
+  int offered_bits = cfg->window_bits < 15;
+  if (!p->valid || p->cmwb == 0) return *why = "invalid permessage-deflate parameters", -1;
+  if (offered_bits && (p->smwb < 0 || p->smwb > cfg->window_bits))
+    return *why = "server ignored our server_max_window_bits", -1;
+  if (!cfg->context_takeover && !p->snct)
+    return *why = "server ignored our server_no_context_takeover", -1;
+  int dbits = cfg->window_bits;
+  if (p->cmwb > 0 && p->cmwb < dbits) dbits = p->cmwb;
+  if (dbits < 9) return *why = "server asked for an 8-bit window, which zlib cannot make", -1;
+  out->deflate_bits = (uint8_t)dbits;
+  out->inflate_bits = (uint8_t)(p->smwb > 0 ? p->smwb : 15);
+  out->deflate_reset = (uint8_t)(p->cnct || !cfg->context_takeover);
+  out->inflate_reset = (uint8_t)p->snct;
+  return 1;
+}
+
+/* Compression */
+
+struct pmd {
+  pmd_params prm;
+  int level, mem_level;
+  size_t threshold;
+  z_stream *def, *inf;
+};
+
+pmd *pmd_new(const pmd_params *prm, const pmd_config *cfg) {
+  pmd *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->prm = *prm;
+  p->level = cfg->level;
+  p->mem_level = cfg->mem_level;
+  p->threshold = cfg->threshold;
+  return p;
+}
+
+static void end_deflate(pmd *p) {
+  if (!p->def) return;
+  deflateEnd(p->def);
+  free(p->def);
+  p->def = NULL;
+}
+
+static void end_inflate(pmd *p) {
+  if (!p->inf) return;
+  inflateEnd(p->inf);
+  free(p->inf);
+  p->inf = NULL;
+}
+
+void pmd_free(pmd *p) {
+  if (!p) return;
+  end_deflate(p);
+  end_inflate(p);
+  free(p);
+}
+
+int pmd_wants(const pmd *p, size_t n) { return n >= p->threshold; }
+
+int pmd_deflate(pmd *p, const uint8_t *data, size_t n, buf *out) {
+  /* An empty message is one byte, the start of an empty stored block that the
+   * receiver's 00 00 ff ff completes (RFC 7692 7.2.3.6). zlib would write
+   * nothing after a previous sync flush, leaving the peer mid-block. */
+  if (n == 0) return buf_append(out, "", 1);
+  if (!p->def) {
+    p->def = calloc(1, sizeof *p->def);
+    if (!p->def) return -1;
+    if (deflateInit2(p->def, p->level, Z_DEFLATED, -p->prm.deflate_bits, p->mem_level,
+                     Z_DEFAULT_STRATEGY) != Z_OK) {
+      free(p->def);
+      p->def = NULL;
+      return -1;
+    }
+  }
+  z_stream *z = p->def;
+  z->next_in = (Bytef *)data;
+  int rc;
+  do {
+    size_t chunk = n / 4 + 64;
+    if (chunk > 1u << 30) chunk = 1u << 30;
+    if (buf_reserve(out, chunk)) return -1;
+    size_t in = n > 1u << 30 ? 1u << 30 : n;
+    z->avail_in = (uInt)in;
+    z->next_out = (Bytef *)out->data + out->len;
+    z->avail_out = (uInt)chunk;
+    rc = deflate(z, Z_SYNC_FLUSH);
+    if (rc != Z_OK && rc != Z_BUF_ERROR) return -1;
+    out->len += chunk - z->avail_out;
+    n -= in - z->avail_in;
+    data += in - z->avail_in;
+    z->next_in = (Bytef *)data;
+  } while (n || z->avail_out == 0);
+  /* a sync flush ends with an empty stored block, 00 00 ff ff: RFC 7692 drops it */
+  if (out->len >= 4 && memcmp(out->data + out->len - 4, "\0\0\xff\xff", 4) == 0) out->len -= 4;
+  if (p->prm.deflate_reset) end_deflate(p);
+  return 0;
+}
+
+unsigned pmd_inflate(pmd *p, const uint8_t *data, size_t n, size_t max, buf *out) {
+  static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+  if (!p->inf) {
+    p->inf = calloc(1, sizeof *p->inf);
+    if (!p->inf) return FRAME_CLOSE_INTERNAL;
+    if (inflateInit2(p->inf, -p->prm.inflate_bits) != Z_OK) {
+      free(p->inf);
+      p->inf = NULL;
+      return FRAME_CLOSE_INTERNAL;
+    }
+  }
+  z_stream *z = p->inf;
+  size_t start = out->len;
+  const uint8_t *in[2] = {data, tail};
+  size_t len[2] = {n, sizeof tail};
+  unsigned result = 0;
+  /* guess the output from the input, then grow geometrically: a small
+   * message must not cost a large buffer */
+  size_t grow = n < 256 ? 1024 : n < (SIZE_MAX - 64) / 4 ? 4 * n + 64 : n;
+  for (int i = 0; i < 2 && !result; i++) {
+    const uint8_t *d = in[i];
+    size_t left = len[i];
+    for (;;) {
+      size_t step = left > 1u << 30 ? 1u << 30 : left;
+      size_t produced = out->len - start;
+      /* room for one byte past max, to see a bomb go past it */
+      size_t room = max - produced + 1;
+      size_t chunk = room < grow ? room : grow;
+      if (chunk > 1u << 30) chunk = 1u << 30; /* zlib counts in 32 bits */
+      if (out->cap - out->len < chunk) {
+        size_t cap = out->len + chunk;
+        char *m = realloc(out->data, cap);
+        if (!m) {
+          result = FRAME_CLOSE_INTERNAL;
+          break;
+        }
+        out->data = m;
+        out->cap = cap;
+      }
+      z->next_in = (Bytef *)d;
+      z->avail_in = (uInt)step;
+      z->next_out = (Bytef *)out->data + out->len;
+      z->avail_out = (uInt)chunk;
+      int rc = inflate(z, Z_SYNC_FLUSH);
+      size_t used = step - z->avail_in;
+      d += used;
+      left -= used;
+      out->len += chunk - z->avail_out;
+      if (z->avail_out == 0 && grow < (SIZE_MAX >> 2)) grow *= 2;
+      if (out->len - start > max) {
+        result = FRAME_CLOSE_TOO_BIG;
+        break;
+      }
+      if (rc == Z_STREAM_END) { /* a final block: the next message starts afresh */
+        inflateReset(z);
+        i = 2;
+        break;
+      }
+      if (rc == Z_MEM_ERROR) {
+        result = FRAME_CLOSE_INTERNAL;
+        break;
+      }
+      if (rc != Z_OK && rc != Z_BUF_ERROR) {
+        result = FRAME_CLOSE_INVALID_DATA;
+        break;
+      }
+      if (left == 0 && z->avail_out != 0) break; /* all in, all out */
+      if (rc == Z_BUF_ERROR && used == 0 && z->avail_out != 0) break;
+    }
+  }
+  if (result || p->prm.inflate_reset) end_inflate(p);
+  return result;
+}
