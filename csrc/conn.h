@@ -1,0 +1,194 @@
+/* A WebSocket connection over a libuv TCP stream: handshake bytes, the
+ * protocol state, an inbox of complete messages and a write queue. It
+ * answers pings, runs the close handshake and its timers, enforces the
+ * limits, and wakes its waiters (loop_wake(conn->id)) whenever something a
+ * Lua caller may be waiting for has happened.
+ *
+ * Ownership: the transport allocates a conn and frees it in conn_free, once
+ * both its handles are closed and no binding holds it (conn->user == 0). */
+#ifndef DUPLEX_CONN_H
+#define DUPLEX_CONN_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "handshake.h"
+#include "loop.h"
+#include "pmd.h"
+#include "proto.h"
+#include "tls.h"
+
+struct server;
+
+typedef struct conn_opts {
+  uint64_t max_message;
+  size_t max_head;
+  size_t high_water;
+  uint64_t handshake_timeout_ms;
+  uint64_t close_timeout_ms;
+  uint64_t ping_interval_ms; /* 0: no keepalive */
+  uint64_t ping_timeout_ms;
+  pmd_config pmd; /* permessage-deflate wishes */
+} conn_opts;
+
+void conn_opts_default(conn_opts *o);
+
+typedef enum conn_state {
+  CONN_DIALING,   /* client: resolving and connecting */
+  CONN_HANDSHAKE, /* reading the peer's request (server) or response (client) */
+  CONN_HTTP,      /* server: a plain HTTP request waits for its answer */
+  CONN_OPEN,
+  CONN_CLOSING, /* close frame sent, waiting for the peer's */
+  CONN_DONE     /* finished: no more frames either way */
+} conn_state;
+
+typedef struct conn_msg {
+  struct conn_msg *next;
+  size_t len;
+  size_t cap; /* of the whole block, for loop_release */
+  int opcode;
+  uint8_t data[];
+} conn_msg;
+
+typedef struct conn_write {
+  uv_write_t req;
+  char *base; /* owned: the whole buffer handed over by conn_flush */
+  size_t cap; /* its size */
+  size_t len; /* bytes still in flight */
+} conn_write;
+
+enum { LOOP_OBJ_CONN = 1, LOOP_OBJ_SERVER = 2 };
+
+/* What only a client needs while it dials; kept apart so that the many
+ * server-side connections do not carry it. */
+typedef struct conn_dialer {
+  uv_getaddrinfo_t gai;
+  struct addrinfo *ai, *ai_next;
+  uv_connect_t connect_req;
+  char key[HS_KEY_LEN + 1];
+  char offered[]; /* NUL-separated offered subprotocols, then an empty one */
+} conn_dialer;
+
+typedef struct conn {
+  int kind; /* LOOP_OBJ_CONN: handle->data of tcp and timer points here */
+  uv_tcp_t tcp;
+  uv_timer_t timer; /* handshake, keepalive, close and teardown deadlines */
+  loop *loop;
+  int64_t id;
+  uint64_t woken; /* loop->wake_gen when last put on the ready list */
+  conn_opts opts;
+  conn_state state;
+  unsigned is_server : 1;
+  unsigned user : 1;         /* a binding holds this conn */
+  unsigned handles_open : 2; /* tcp and timer not yet closed */
+  unsigned tcp_closing : 1;
+  unsigned reading : 1;
+  unsigned dirty : 1;
+  unsigned close_after_flush : 1; /* shut TCP down once the queue drains */
+  unsigned close_sent : 1;
+  unsigned close_received : 1;
+  unsigned clean : 1; /* both close frames went across */
+  unsigned awaiting_pong : 1;
+  unsigned pong_grace : 1;     /* the pong deadline passed once: read first */
+  unsigned want_write : 1;     /* a sender waits for the queue to drain */
+  unsigned fail_pending : 1;   /* protocol error: fail once the inbox drains */
+  unsigned close_deferred : 1; /* peer's close: answer once the inbox drains */
+  unsigned gai_pending : 1;    /* a uv_getaddrinfo request is out */
+  unsigned queued : 1;         /* in the server's accept queue */
+  unsigned opened : 1;         /* the opening handshake succeeded */
+  unsigned tls_ready : 1;      /* the TLS handshake is done */
+  unsigned tls_closing : 1;    /* close_notify queued */
+
+  proto proto;
+  buf head; /* handshake head (and what followed it) until taken */
+  size_t head_len;
+
+  tls *tls;             /* NULL for plain TCP */
+  pmd *pmd;             /* NULL unless permessage-deflate was negotiated */
+  buf out;              /* queued, not yet handed to the kernel (plaintext) */
+  buf cipher;           /* TLS records waiting to be written */
+  conn_write *inflight; /* at most one uv_write at a time */
+  struct conn *next_dirty;
+
+  conn_msg *inbox, *inbox_tail;
+  size_t inbox_bytes;
+
+  unsigned close_code; /* what ws.close_code reports */
+  unsigned fail_code;  /* code to fail with once fail_pending clears */
+  char *close_reason;  /* malloc'd, NUL-terminated, or NULL */
+  const char *error;   /* static text for the last local failure */
+
+  /* server side: the listener while handshaking or waiting to be accepted */
+  struct server *server;
+  struct conn *srv_prev, *srv_next;
+
+  conn_dialer *dial; /* client side only, freed with the conn */
+  char *protocol;    /* chosen subprotocol (client and server), or NULL */
+  int dial_status;   /* HTTP status when the server refused, else 0 */
+} conn;
+
+/* Results of conn_recv/conn_send. */
+enum { CONN_OK = 0, CONN_WAIT = 1, CONN_CLOSED = 2, CONN_NOMEM = 3 };
+
+/* Server side: takes over an accepted socket (tcp must be initialised and
+ * accepted into c->tcp by the caller via conn_new). */
+conn *conn_new(loop *l, int is_server, const conn_opts *o);
+
+/* Starts the server handshake on an accepted connection. */
+void conn_start_server(conn *c);
+
+/* Client side: resolve host, connect, send request (already built into
+ * c->out by the caller, with c->dial set up), check the response. Waiters wake when the state
+ * becomes CONN_OPEN or CONN_DONE (then c->error says why). */
+int conn_dial(conn *c, const char *host, const char *port);
+
+/* Pops the next message (the caller gives it back with conn_msg_free). CONN_WAIT when
+ * none is there yet, CONN_CLOSED when none will come. */
+int conn_recv(conn *c, conn_msg **msg);
+void conn_msg_free(conn *c, conn_msg *m);
+
+/* Queues one whole message (or control frame). CONN_WAIT when the queue is
+ * above the high-water mark (nothing queued: retry after a wake-up). */
+int conn_send(conn *c, int opcode, const uint8_t *data, size_t len);
+int conn_ping(conn *c, const uint8_t *data, size_t len);
+
+/* Starts the close handshake with code (0: no code) and reason. */
+int conn_close(conn *c, unsigned code, const char *reason, size_t reason_len);
+
+/* Answers a plain HTTP request (state CONN_HTTP): out holds the response. */
+void conn_respond(conn *c, const char *data, size_t len);
+
+/* Drops the TCP connection now (no close frame). */
+void conn_abort(conn *c, const char *why);
+
+/* Called by the binding when it lets go of c; frees it when possible. */
+void conn_release(conn *c);
+
+/* Sends what is queued (called by loop_flush). */
+void conn_flush(conn *c);
+
+/* Bytes queued or in flight. */
+size_t conn_buffered(const conn *c);
+
+/* Starts TLS on c (server: right after accept; client: before dialing);
+ * host is the client's SNI and name to verify, or NULL. 0 or -1. */
+int conn_use_tls(conn *c, tls_ctx *ctx, const char *host);
+
+/* Writes "ip:port" (IPv6 as "[ip]:port") of the peer into out. */
+void conn_remote(conn *c, char *out, size_t size);
+
+/* Internal, shared with server.c and dial.c. */
+void conn_mark_dirty(conn *c);
+void conn_start_reading(conn *c);
+void conn_open(conn *c, const uint8_t *rest, size_t rest_len);
+void conn_fail_handshake(conn *c, const char *why);
+void conn_close_handles(conn *c);
+void conn_maybe_free(conn *c);
+void conn_on_handle_closed(uv_handle_t *h);
+void conn_arm_timer(conn *c, uint64_t ms);
+/* Appends handshake bytes; -1 when the head grows past max_head. */
+int conn_head_append(conn *c, const char *data, size_t n);
+void dial_on_head(conn *c, const char *data, size_t n);
+
+#endif

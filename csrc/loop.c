@@ -1,0 +1,231 @@
+#include "loop.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "conn.h"
+#include "server.h"
+#include "tls.h"
+
+static void noop_timer(uv_timer_t *t) { (void)t; }
+static void noop_idle(uv_idle_t *t) { (void)t; }
+
+static void on_sleep_timer(uv_timer_t *t);
+
+int loop_init(loop *l) {
+  memset(l, 0, sizeof *l);
+  int rc = uv_loop_init(&l->uv);
+  if (rc) return rc;
+  l->uv.data = l;
+  uv_timer_init(&l->uv, &l->step_timer);
+  uv_timer_init(&l->uv, &l->sleep_timer);
+  /* neither timer may keep the loop alive by itself */
+  uv_unref((uv_handle_t *)&l->step_timer);
+  uv_unref((uv_handle_t *)&l->sleep_timer);
+  uv_idle_init(&l->uv, &l->kick);
+  uv_unref((uv_handle_t *)&l->kick);
+  l->next_id = 1;
+  l->wake_gen = 1;
+  return 0;
+}
+
+/* Handles with data belong to a conn or a server, whose first member tells
+ * which; the loop's own timers have none. */
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (uv_is_closing(h)) return;
+  if (!h->data) {
+    uv_close(h, NULL);
+    return;
+  }
+  if (*(int *)h->data == LOOP_OBJ_CONN)
+    conn_close_handles(h->data);
+  else
+    server_close(h->data);
+}
+
+void loop_close(loop *l) {
+  l->closing = 1;
+  uv_walk(&l->uv, close_any, NULL);
+  uv_run(&l->uv, UV_RUN_DEFAULT);
+  uv_loop_close(&l->uv);
+  if (l->tls_client) tls_ctx_unref(l->tls_client);
+  buf_free(&l->zbuf);
+  for (size_t i = 0; i < l->nspares; i++) free(l->spares[i].p);
+  l->nspares = l->spare_bytes = 0;
+  free(l->ready);
+  free(l->sleepers);
+  l->ready = NULL;
+  l->sleepers = NULL;
+}
+
+int64_t loop_new_id(loop *l) { return l->next_id++; }
+
+void loop_wake(loop *l, int64_t id) {
+  if (l->blocking) {
+    /* A timer callback may wake a waiter just before libuv polls for I/O
+     * with no deadline; an active idle handle makes that poll return at
+     * once (a 0 ms timer would not: libuv runs it in the same pass). */
+    l->blocking = 0;
+    uv_idle_start(&l->kick, noop_idle);
+  }
+  if (l->nready == l->ready_cap) {
+    size_t cap = l->ready_cap ? l->ready_cap * 2 : 64;
+    int64_t *p = realloc(l->ready, cap * sizeof *p);
+    if (!p) {
+      l->wake_all = 1;
+      return;
+    }
+    l->ready = p;
+    l->ready_cap = cap;
+  }
+  l->ready[l->nready++] = id;
+}
+
+/* Sleepers: a binary min-heap on due time. */
+
+static void sift_up(loop_sleeper *h, size_t i) {
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (h[parent].due <= h[i].due) break;
+    loop_sleeper t = h[parent];
+    h[parent] = h[i];
+    h[i] = t;
+    i = parent;
+  }
+}
+
+static void sift_down(loop_sleeper *h, size_t n, size_t i) {
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < n && h[l].due < h[m].due) m = l;
+    if (r < n && h[r].due < h[m].due) m = r;
+    if (m == i) break;
+    loop_sleeper t = h[m];
+    h[m] = h[i];
+    h[i] = t;
+    i = m;
+  }
+}
+
+static void arm_sleep_timer(loop *l) {
+  if (l->nsleepers == 0) {
+    uv_timer_stop(&l->sleep_timer);
+    uv_unref((uv_handle_t *)&l->sleep_timer);
+    return;
+  }
+  uint64_t now = uv_now(&l->uv), due = l->sleepers[0].due;
+  uv_timer_start(&l->sleep_timer, on_sleep_timer, due > now ? due - now : 0, 0);
+  uv_ref((uv_handle_t *)&l->sleep_timer); /* a sleeper keeps the loop alive */
+}
+
+static void on_sleep_timer(uv_timer_t *t) {
+  loop *l = t->loop->data;
+  uint64_t now = uv_now(&l->uv);
+  while (l->nsleepers && l->sleepers[0].due <= now) {
+    loop_wake(l, l->sleepers[0].id);
+    l->sleepers[0] = l->sleepers[--l->nsleepers];
+    sift_down(l->sleepers, l->nsleepers, 0);
+  }
+  arm_sleep_timer(l);
+}
+
+int loop_sleep(loop *l, int64_t id, uint64_t ms) {
+  if (l->nsleepers == l->sleepers_cap) {
+    size_t cap = l->sleepers_cap ? l->sleepers_cap * 2 : 16;
+    loop_sleeper *p = realloc(l->sleepers, cap * sizeof *p);
+    if (!p) return -1;
+    l->sleepers = p;
+    l->sleepers_cap = cap;
+  }
+  uv_update_time(&l->uv);
+  l->sleepers[l->nsleepers] = (loop_sleeper){uv_now(&l->uv) + ms, id};
+  sift_up(l->sleepers, l->nsleepers++);
+  arm_sleep_timer(l);
+  return 0;
+}
+
+int loop_random(loop *l, void *out, size_t n) {
+  if (n > sizeof l->pool) return -1;
+  if (l->pool_left < n) {
+    if (RAND_bytes(l->pool, sizeof l->pool) != 1) return -1;
+    l->pool_left = sizeof l->pool;
+  }
+  memcpy(out, l->pool + sizeof l->pool - l->pool_left, n);
+  l->pool_left -= n;
+  return 0;
+}
+
+void *loop_alloc(loop *l, size_t n, size_t *cap) {
+  *cap = n;
+  if (n < LOOP_SPARE_MIN || !l->nspares) return malloc(n ? n : 1); /* small: malloc is fast */
+  size_t best = l->nspares;
+  for (size_t i = 0; i < l->nspares; i++) {
+    size_t c = l->spares[i].cap;
+    if (c >= n && c / 2 <= n && (best == l->nspares || c < l->spares[best].cap)) best = i;
+  }
+  if (best < l->nspares) {
+    void *p = l->spares[best].p;
+    *cap = l->spares[best].cap;
+    l->spare_bytes -= *cap;
+    l->spares[best] = l->spares[--l->nspares];
+    return p;
+  }
+  return malloc(n);
+}
+
+void loop_release(loop *l, void *p, size_t cap) {
+  if (!p) return;
+  if (cap >= LOOP_SPARE_MIN && l->nspares < LOOP_SPARES &&
+      l->spare_bytes + cap <= LOOP_SPARE_BYTES && !l->closing) {
+    l->spares[l->nspares++] = (loop_block){p, cap};
+    l->spare_bytes += cap;
+    return;
+  }
+  free(p);
+}
+
+void loop_flush(loop *l) {
+  while (l->dirty) {
+    struct conn *c = l->dirty;
+    l->dirty = c->next_dirty;
+    c->next_dirty = NULL;
+    c->dirty = 0;
+    conn_flush(c);
+  }
+}
+
+size_t loop_step(loop *l, int timeout_ms) {
+  loop_flush(l);
+  if (l->nready || l->wake_all) timeout_ms = 0;
+  if (timeout_ms == 0) {
+    uv_run(&l->uv, UV_RUN_NOWAIT);
+  } else {
+    if (timeout_ms > 0) uv_timer_start(&l->step_timer, noop_timer, (uint64_t)timeout_ms, 0);
+    l->blocking = 1;
+    uv_run(&l->uv, UV_RUN_ONCE);
+    l->blocking = 0;
+    uv_timer_stop(&l->step_timer);
+    uv_idle_stop(&l->kick);
+  }
+  /* callbacks may have queued pongs and close replies: send them now */
+  loop_flush(l);
+  return l->nready;
+}
+
+void loop_take_ready(loop *l) {
+  l->nready = 0;
+  l->wake_all = 0;
+  l->wake_gen++;
+}
+
+int loop_timeout(loop *l) {
+  if (l->nready || l->wake_all || l->dirty) return 0;
+  /* the host may have spent a while elsewhere since the last step */
+  uv_update_time(&l->uv);
+  return uv_backend_timeout(&l->uv);
+}
+
+int loop_alive(loop *l) { return l->nready || l->wake_all || l->dirty || uv_loop_alive(&l->uv); }

@@ -1,0 +1,249 @@
+#include "server.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static char **copy_list(const char *const *src, size_t n) {
+  if (!n) return NULL;
+  char **dst = calloc(n, sizeof *dst);
+  if (!dst) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = strlen(src[i]) + 1;
+    dst[i] = malloc(len);
+    if (!dst[i]) {
+      while (i--) free(dst[i]);
+      free(dst);
+      return NULL;
+    }
+    memcpy(dst[i], src[i], len);
+  }
+  return dst;
+}
+
+static void free_list(char **list, size_t n) {
+  for (size_t i = 0; i < n; i++) free(list[i]);
+  free(list);
+}
+
+static void server_free(server *s) {
+  if (s->tls) tls_ctx_unref(s->tls);
+  free_list(s->protocols, s->nprotocols);
+  free_list(s->origins, s->norigins);
+  free(s);
+}
+
+static void on_server_closed(uv_handle_t *h) {
+  server *s = h->data;
+  s->handle_closed = 1;
+  if (!s->user) server_free(s);
+}
+
+static void link_handshaking(server *s, conn *c) {
+  c->server = s;
+  c->srv_prev = NULL;
+  c->srv_next = s->handshaking;
+  if (s->handshaking) s->handshaking->srv_prev = c;
+  s->handshaking = c;
+}
+
+void server_unlink(server *s, conn *c) {
+  if (c->srv_prev)
+    c->srv_prev->srv_next = c->srv_next;
+  else
+    s->handshaking = c->srv_next;
+  if (c->srv_next) c->srv_next->srv_prev = c->srv_prev;
+  c->srv_prev = c->srv_next = NULL;
+  c->server = NULL;
+}
+
+static void enqueue(server *s, conn *c) {
+  server_unlink(s, c);
+  c->server = s;
+  c->queued = 1;
+  c->srv_next = NULL;
+  if (s->queue_tail)
+    s->queue_tail->srv_next = c;
+  else
+    s->queue = c;
+  s->queue_tail = c;
+  loop_wake(s->loop, s->id);
+}
+
+conn *server_accept(server *s) {
+  conn *c = s->queue;
+  if (!c) return NULL;
+  s->queue = c->srv_next;
+  if (!s->queue) s->queue_tail = NULL;
+  c->srv_next = NULL;
+  c->queued = 0;
+  c->server = NULL;
+  c->user = 1;
+  return c;
+}
+
+static void on_connection(uv_stream_t *stream, int status) {
+  server *s = stream->data;
+  if (status < 0 || s->closing) return;
+  conn *c = conn_new(s->loop, 1, &s->opts);
+  if (!c) return;
+  if (uv_accept(stream, (uv_stream_t *)&c->tcp)) {
+    conn_release(c);
+    return;
+  }
+  if (s->tls && conn_use_tls(c, s->tls, NULL)) {
+    conn_release(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  link_handshaking(s, c);
+  conn_arm_timer(c, s->opts.handshake_timeout_ms);
+  conn_start_reading(c);
+}
+
+static void reply_error(conn *c, int status, const char *why) {
+  buf_free(&c->out);
+  hs_build_error(&c->out, status, why);
+  conn_fail_handshake(c, why);
+}
+
+static int origin_allowed(const server *s, const hs_head *h) {
+  if (!s->norigins) return 1;
+  const hs_header *o = hs_find(h, "origin");
+  if (!o) return 0;
+  for (size_t i = 0; i < s->norigins; i++)
+    if (strlen(s->origins[i]) == o->value_len &&
+        strncasecmp(s->origins[i], o->value, o->value_len) == 0)
+      return 1;
+  return 0;
+}
+
+void server_on_head(conn *c, const char *data, size_t n) {
+  server *s = c->server;
+  if (!s) return;
+  if (conn_head_append(c, data, n)) {
+    reply_error(c, 431, "request head too large");
+    return;
+  }
+  hs_head h;
+  int len = hs_parse_request(c->head.data, c->head.len, &h);
+  if (len > 0 && (size_t)len > c->opts.max_head) len = -2;
+  if (len == 0 && c->head.len > c->opts.max_head) len = -2;
+  if (len == -2) {
+    reply_error(c, 431, "request head too large");
+    return;
+  }
+  if (len == 0) return;
+  if (len < 0) {
+    reply_error(c, 400, "malformed HTTP request");
+    return;
+  }
+  c->head_len = (size_t)len;
+  const char *key, *why;
+  int status = hs_check_request(&h, &key, &why);
+  if (status == -1) {
+    if (!s->has_http) {
+      reply_error(c, 426, "this is a WebSocket endpoint");
+      return;
+    }
+    c->state = CONN_HTTP;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    enqueue(s, c);
+    return;
+  }
+  if (status) {
+    reply_error(c, status, why);
+    return;
+  }
+  if (!origin_allowed(s, &h)) {
+    reply_error(c, 403, "origin not allowed");
+    return;
+  }
+  int pick = hs_select_protocol(&h, (const char *const *)s->protocols, s->nprotocols);
+  const char *protocol = pick >= 0 ? s->protocols[pick] : NULL;
+  if (protocol) {
+    size_t plen = strlen(protocol) + 1;
+    c->protocol = malloc(plen);
+    if (c->protocol) memcpy(c->protocol, protocol, plen);
+  }
+  char ext[256] = "";
+  pmd_params prm;
+  if (pmd_accept(&h, &c->opts.pmd, &prm, ext, sizeof ext) &&
+      !(c->pmd = pmd_new(&prm, &c->opts.pmd)))
+    ext[0] = 0; /* no memory for it: go on without compression */
+  if (hs_build_accept(&c->out, key, HS_KEY_LEN, protocol) || (protocol && !c->protocol) ||
+      (ext[0] && (c->out.len -= 2, /* the head's blank line comes after ours */
+                  buf_appends(&c->out, "Sec-WebSocket-Extensions: ") || buf_appends(&c->out, ext) ||
+                      buf_appends(&c->out, "\r\n\r\n")))) {
+    conn_abort(c, "out of memory");
+    return;
+  }
+  conn_mark_dirty(c);
+  enqueue(s, c);
+  conn_open(c, (const uint8_t *)c->head.data + len, c->head.len - (size_t)len);
+}
+
+server *server_listen(loop *l, const char *host, int port, const server_opts *o, int *err) {
+  struct sockaddr_storage addr;
+  int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
+                             : uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+  server *s = rc ? NULL : calloc(1, sizeof *s);
+  if (!s) {
+    *err = rc ? rc : UV_ENOMEM;
+    if (o->tls) tls_ctx_unref(o->tls); /* ours even when we fail */
+    return NULL;
+  }
+  s->kind = LOOP_OBJ_SERVER;
+  s->loop = l;
+  s->id = loop_new_id(l);
+  s->opts = o->conn;
+  s->has_http = o->has_http != 0;
+  s->tls = o->tls;
+  s->protocols = copy_list(o->protocols, o->nprotocols);
+  s->origins = copy_list(o->origins, o->norigins);
+  s->nprotocols = s->protocols ? o->nprotocols : 0;
+  s->norigins = s->origins ? o->norigins : 0;
+  s->user = 1;
+  if (s->nprotocols != o->nprotocols || s->norigins != o->norigins) {
+    server_free(s);
+    *err = UV_ENOMEM;
+    return NULL;
+  }
+  uv_tcp_init(&l->uv, &s->tcp);
+  s->tcp.data = s;
+  rc = uv_tcp_bind(&s->tcp, (struct sockaddr *)&addr, 0);
+  if (!rc) rc = uv_listen((uv_stream_t *)&s->tcp, o->backlog > 0 ? o->backlog : 511, on_connection);
+  if (rc) {
+    *err = rc;
+    s->user = 0;
+    s->closing = 1;
+    uv_close((uv_handle_t *)&s->tcp, on_server_closed);
+    return NULL;
+  }
+  int len = sizeof addr;
+  uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&addr, &len);
+  s->port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                                             : ((struct sockaddr_in *)&addr)->sin_port);
+  return s;
+}
+
+void server_set_tls(server *s, tls_ctx *ctx) {
+  if (s->tls) tls_ctx_unref(s->tls);
+  s->tls = ctx;
+}
+
+void server_close(server *s) {
+  if (s->closing) return;
+  s->closing = 1;
+  uv_close((uv_handle_t *)&s->tcp, on_server_closed);
+  while (s->handshaking) conn_abort(s->handshaking, "server closed");
+  while (s->queue) conn_release(server_accept(s));
+  loop_wake(s->loop, s->id);
+}
+
+void server_release(server *s) {
+  s->user = 0;
+  server_close(s);
+  if (s->handle_closed) server_free(s);
+}

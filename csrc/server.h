@@ -1,0 +1,67 @@
+/* A TCP listener that runs the server side of the opening handshake and
+ * queues upgraded connections (and plain HTTP requests) for the binding. */
+#ifndef DUPLEX_SERVER_H
+#define DUPLEX_SERVER_H
+
+#include <uv.h>
+
+#include "conn.h"
+#include "loop.h"
+
+typedef struct server_opts {
+  conn_opts conn;
+  const char *const *protocols; /* our subprotocols, in order of preference */
+  size_t nprotocols;
+  const char *const *origins; /* allowed Origin values; none: any */
+  size_t norigins;
+  int has_http; /* plain HTTP requests are queued for the binding, else 426 */
+  int backlog;
+  tls_ctx *tls; /* the server takes over this reference; NULL: plain TCP */
+} server_opts;
+
+typedef struct server {
+  int kind; /* LOOP_OBJ_SERVER */
+  uv_tcp_t tcp;
+  loop *loop;
+  int64_t id;
+  conn_opts opts;
+  char **protocols, **origins; /* owned copies */
+  tls_ctx *tls;                /* one reference, or NULL */
+  size_t nprotocols, norigins;
+  unsigned has_http : 1;
+  unsigned user : 1;
+  unsigned closing : 1;
+  unsigned handle_closed : 1;
+  conn *handshaking;        /* doubly linked through srv_prev/srv_next */
+  conn *queue, *queue_tail; /* waiting for server_accept, through srv_next */
+  int port;
+} server;
+
+/* Listens on host:port (port 0 picks a free one, then server->port tells
+ * it). Returns NULL with *err set to a libuv error code on failure. Takes
+ * over o->tls in either case. */
+server *server_listen(loop *l, const char *host, int port, const server_opts *o, int *err);
+
+/* The next connection ready for a handler (upgraded: state CONN_OPEN or
+ * later; plain HTTP: CONN_HTTP), now held by the caller (conn->user set),
+ * or NULL. */
+conn *server_accept(server *s);
+
+/* Replaces the TLS configuration for connections accepted from now on
+ * (takes over the reference to ctx). */
+void server_set_tls(server *s, tls_ctx *ctx);
+
+/* Stops listening and drops connections not yet handed out. Connections
+ * already accepted carry on. */
+void server_close(server *s);
+
+/* The binding lets go of s; freed once its handle is closed. */
+void server_release(server *s);
+
+/* conn.c: a handshaking connection went away. */
+void server_unlink(server *s, conn *c);
+
+/* conn.c: bytes arrived on a connection in CONN_HANDSHAKE. */
+void server_on_head(conn *c, const char *data, size_t n);
+
+#endif

@@ -1,0 +1,72 @@
+/* TLS over memory BIOs: OpenSSL never touches a socket. The transport feeds
+ * the ciphertext it read with tls_feed, gets plaintext from tls_read, hands
+ * plaintext to tls_write and sends what tls_take_out returns. So TLS and
+ * plain connections share one path for framing, backpressure and close. */
+#ifndef DUPLEX_TLS_H
+#define DUPLEX_TLS_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+typedef struct tls_ctx tls_ctx;
+typedef struct tls tls;
+
+typedef struct tls_config {
+  const char *cert; /* PEM file: certificate (a chain works) */
+  const char *key;  /* PEM file: private key */
+  const char *ca;   /* PEM file of trusted CAs; NULL: the system store (client) */
+  int verify;       /* client: verify the server (default 1); server: require client certs */
+} tls_config;
+
+/* A configuration shared by many connections (an SSL_CTX). NULL and *err
+ * (static or from OpenSSL's error queue, copied into errbuf) on failure. */
+tls_ctx *tls_ctx_new(int is_server, const tls_config *cfg, char *errbuf, size_t errlen);
+
+/* Adds a certificate for SNI host name host (server). 0 or -1 with errbuf. */
+int tls_ctx_add_sni(tls_ctx *ctx, const char *host, const tls_config *cfg, char *errbuf,
+                    size_t errlen);
+
+/* Contexts are reference counted: each tls session holds one reference. */
+void tls_ctx_ref(tls_ctx *ctx);
+void tls_ctx_unref(tls_ctx *ctx);
+
+/* A session on ctx. host (client) is sent as SNI and checked against the
+ * certificate; NULL skips both. */
+tls *tls_new(tls_ctx *ctx, const char *host);
+void tls_free(tls *t);
+
+enum {
+  TLS_OK = 0,
+  TLS_WANT = 1,   /* needs more input from the peer */
+  TLS_CLOSED = 2, /* the peer sent close_notify */
+  TLS_ERROR = -1  /* tls_error tells why */
+};
+
+/* Gives ciphertext read from the network. */
+int tls_feed(tls *t, const void *data, size_t n);
+
+/* Advances the handshake: TLS_OK once complete, TLS_WANT, or TLS_ERROR. */
+int tls_handshake(tls *t);
+
+/* Decrypts into out: the number of bytes with *status TLS_OK, or 0 with
+ * *status TLS_WANT (nothing yet), TLS_CLOSED or TLS_ERROR. */
+size_t tls_read(tls *t, void *out, size_t cap, int *status);
+
+/* Encrypts n bytes of plaintext into the outgoing ciphertext. */
+int tls_write(tls *t, const void *data, size_t n);
+
+/* Queues a close_notify alert. */
+void tls_shutdown(tls *t);
+
+/* Moves all pending ciphertext to the end of out. 0, or -1 out of memory. */
+int tls_take_out(tls *t, buf *out);
+
+/* Why the last call failed, in words ("certificate verify failed: hostname
+ * mismatch"). */
+const char *tls_error(const tls *t);
+
+/* The peer's certificate subject, "" when none. */
+void tls_peer_subject(const tls *t, char *out, size_t size);
+
+#endif
