@@ -1,0 +1,105 @@
+-- A WebSocket connection as seen by Lua code. Every method that waits tries
+-- the C call first and parks the coroutine only when that call would block.
+local scheduler = require "duplex.scheduler"
+
+local wait = scheduler.wait
+local type, error, select, setmetatable, rawget = type, error, select, setmetatable, rawget
+
+local WS = {}
+local methods = {}
+
+-- Fields read from the C side on demand: they change as the connection closes.
+local live = {
+  close_code = function(c) return (c:close_info()) end,
+  close_reason = function(c) return select(2, c:close_info()) end,
+  close_clean = function(c) return select(3, c:close_info()) end,
+  state = function(c) return select(2, c:info()) end,
+  buffered = function(c) return c:buffered() end,
+}
+
+function WS.__index(self, key)
+  local m = methods[key]
+  if m then return m end
+  local f = live[key]
+  if f then return f(rawget(self, "_c")) end
+  return nil
+end
+
+function WS.__tostring(self)
+  return "duplex.ws(" .. tostring(rawget(self, "remote")) .. ")"
+end
+
+-- fields: what the caller knows (request, url); the rest is read from c.
+function WS.wrap(c, fields)
+  local self = fields or {}
+  self._c = c
+  self.protocol = c:protocol()
+  self.remote = c:remote()
+  self.peer_cert = c:peer_cert()
+  self.compression = c:compressed()
+  self._id = c:info()
+  return setmetatable(self, WS)
+end
+
+local kinds = { text = true, binary = true }
+
+function methods:send(data, kind)
+  if type(data) ~= "string" then error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2) end
+  if kind ~= nil and not kinds[kind] then error("bad argument #2 to 'send' (\"text\" or \"binary\" expected)", 2) end
+  local c = self._c
+  while true do
+    local ok, err = c:send(data, kind)
+    if ok then return true end
+    if ok == nil then return nil, err end
+    wait(self._id)
+  end
+end
+
+function methods:receive()
+  local c = self._c
+  while true do
+    local msg, kind, code, reason = c:recv()
+    if msg then return msg, kind end
+    if msg == nil then return nil, kind, code, reason end
+    wait(self._id)
+  end
+end
+
+function methods:messages()
+  return function()
+    local msg, kind = self:receive()
+    if msg then return msg, kind end
+    return nil
+  end
+end
+
+function methods:ping(data)
+  if data ~= nil and type(data) ~= "string" then error("bad argument #1 to 'ping' (string expected)", 2) end
+  return self._c:ping(data)
+end
+
+-- Waits until the connection has finished closing.
+function methods:wait_closed()
+  local c = self._c
+  while select(2, c:info()) ~= "closed" do wait(self._id) end
+end
+
+-- Starts the close handshake and waits for it to finish (at most
+-- close_timeout). true when both close frames went across.
+function methods:close(code, reason)
+  local c = self._c
+  if code ~= nil and type(code) ~= "number" then error("bad argument #1 to 'close' (number expected)", 2) end
+  if reason ~= nil and type(reason) ~= "string" then error("bad argument #2 to 'close' (string expected)", 2) end
+  c:close(code, reason)
+  self:wait_closed()
+  local _, _, clean, err = c:close_info()
+  if clean then return true end
+  return nil, err or "closed"
+end
+
+-- Drops the TCP connection at once, without a close frame.
+function methods:abort()
+  self._c:abort("aborted by the application")
+end
+
+return WS
