@@ -1,0 +1,83 @@
+# duplex: build, test, run. `make help` lists the targets.
+LUA ?= lua5.4
+LUAS ?= lua5.1 lua5.4 luajit
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+
+BUILD := build/$(LUA)
+LUA_PC := $(LUA)
+LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
+DEP_CFLAGS = $(shell $(PKG_CONFIG) --cflags libuv libssl libcrypto zlib 2>/dev/null)
+DEP_LIBS = $(shell $(PKG_CONFIG) --libs libuv libssl libcrypto zlib 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror
+CSTD := -std=c11 -D_DEFAULT_SOURCE
+OPT ?= -O2 -g
+ifeq ($(SANITIZE),1)
+OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+BUILD := build/$(LUA)-san
+endif
+CFLAGS_ALL = $(CSTD) $(OPT) $(WARN) -fPIC $(DEP_CFLAGS) $(CFLAGS)
+
+PROTO_SRC := csrc/utf8.c csrc/frame.c csrc/proto.c csrc/handshake.c csrc/pmd.c
+CORE_SRC := $(PROTO_SRC) csrc/loop.c csrc/conn.c csrc/server.c csrc/dial.c csrc/tls.c csrc/core.c
+CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+CTESTS := $(patsubst csrc/test/%.c,build/ctest/%,$(wildcard csrc/test/test_*.c))
+FUZZ_SECONDS ?= 30
+
+.PHONY: all deps test ctest spec run rock fuzz clean help format bench
+
+all: duplex/core.so
+
+help:
+	@echo "make            build duplex/core.so for LUA=$(LUA) (lua5.1 lua5.2 lua5.3 lua5.4 luajit)"
+	@echo "make test       install what is missing, build, run every suite for LUAS=\"$(LUAS)\""
+	@echo "make run        build and start the chat example on http://127.0.0.1:8080/"
+	@echo "make fuzz       run each libFuzzer target for FUZZ_SECONDS=$(FUZZ_SECONDS)"
+
+deps:
+	@sh .ci/deps
+
+$(BUILD)/obj/core.o: CFLAGS_ALL += $(LUA_CFLAGS)
+
+$(BUILD)/obj/%.o: csrc/%.c csrc/*.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/duplex/core.so: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) -shared -o $@ $(CORE_OBJ) $(DEP_LIBS) $(LDFLAGS)
+
+duplex/core.so: $(BUILD)/duplex/core.so
+	@mkdir -p duplex
+	cp $< $@
+
+build/ctest/%: csrc/test/%.c $(PROTO_SRC) csrc/*.h csrc/test/*.h
+	@mkdir -p build/ctest
+	$(CC) $(CSTD) -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	  -Icsrc $< $(PROTO_SRC) $(DEP_CFLAGS) $(DEP_LIBS) -o $@
+
+ctest: $(CTESTS)
+	@sh .ci/ctest $(CTESTS)
+
+test: deps
+	@bash .ci/test "$(LUAS)"
+
+spec: $(BUILD)/duplex/core.so
+	@LUA=$(LUA) bash .ci/spec $(LUA)
+
+run: deps
+	@$(MAKE) --no-print-directory LUA=$(LUA) $(BUILD)/duplex/core.so
+	LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/chat.lua
+
+rock: deps
+	@bash .ci/rock
+
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash .ci/fuzz
+
+format:
+	clang-format -i csrc/*.c csrc/*.h csrc/test/*.c csrc/test/*.h csrc/fuzz/*.c
+
+clean:
+	rm -rf build duplex
