@@ -1,0 +1,143 @@
+-- Interop with a real browser: headless Chromium against the chat example
+-- (examples/chat.lua, loaded as a module and served from this process).
+-- Chromium runs in the background with --dump-dom; the test pages in
+-- spec/interop/ report their verdict both into the DOM (which the dump
+-- shows) and to /report on our server. /hold answers only once the report
+-- is in, so the page's load event, and with it the dump, waits for it.
+local duplex = require "duplex"
+local support = require "interop.support"
+
+local CHROMIUM = support.CHROMIUM
+
+local function slurp(path)
+  return assert(support.read_file(path), "cannot read " .. path)
+end
+
+local url_decode = support.url_decode
+
+describe("interop with headless Chromium", function()
+  if not CHROMIUM then
+    it("needs chromium (apt-get install chromium)", function() pending("chromium is not installed") end)
+    return
+  end
+
+  local profile
+  before_each(function() profile = support.new_profile() end)
+  after_each(function()
+    support.cleanup()
+    support.remove_profile(profile)
+  end)
+
+  -- A server that is the chat example plus the test pages, an echo endpoint
+  -- at /echo, /report and /hold. Returns the server and its record.
+  local function start_server()
+    local chat = assert(loadfile("examples/chat.lua"))({})
+    local seen = { sockets = {}, echo_close = nil }
+    local function http(req)
+      if req.path == "/two-tabs" then
+        return 200, { ["Content-Type"] = "text/html; charset=utf-8" }, slurp("spec/interop/two_tabs.html")
+      elseif req.path == "/chat-frame" then
+        return 200, { ["Content-Type"] = "text/html; charset=utf-8" }, slurp("spec/interop/chat_frame.html")
+      elseif req.path == "/report" then
+        seen.report = url_decode((req.query or ""):match("result=([^&]*)") or "")
+        return 204, {}, ""
+      elseif req.path == "/hold" then
+        local deadline = duplex.now() + 15
+        while not seen.report and duplex.now() < deadline do duplex.sleep(0.05) end
+        return 404, { ["Content-Type"] = "text/plain" }, "released\n"
+      elseif req.path == "/favicon.ico" then
+        return 404, {}, ""
+      end
+      return chat.http(req)
+    end
+    local server = assert(support.serve({ port = 0, http = http, handshake_timeout = 30, max_message = 4 * 1024 * 1024 },
+      function(ws)
+        seen.sockets[#seen.sockets + 1] = {
+          path = ws.request.path, query = ws.request.query,
+          user_agent = ws.request.headers["user-agent"], origin = ws.request.headers["origin"],
+        }
+        if ws.request.path == "/echo" then
+          while true do
+            local msg, kind = ws:receive()
+            if not msg then break end
+            ws:send(msg, kind)
+          end
+          seen.echo_close = { ws.close_code, ws.close_reason, ws.close_clean }
+        else
+          chat.handler(ws)
+        end
+      end))
+    return server, seen, chat
+  end
+
+  local function chromium(url)
+    return support.start({ CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+      "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--disable-dev-shm-usage", "--user-data-dir=" .. profile, "--dump-dom", url }, 40)
+  end
+
+  -- Waits for the page's report and chromium's exit; returns the report
+  -- and the dumped DOM.
+  local function finish(p, seen)
+    local deadline = duplex.now() + 30
+    while not seen.report and duplex.now() < deadline and not support.status(p) do duplex.sleep(0.05) end
+    assert(seen.report, "no report from the page: " .. support.describe(p))
+    local rc, dom = support.wait(p, 15)
+    assert(rc == 0, "chromium did not finish cleanly: " .. support.describe(p))
+    return seen.report, dom
+  end
+
+  it("lets two WebSockets in one page chat, and echoes text, binary, empty and 1 MiB messages", function()
+    support.run(function()
+      local server, seen = start_server()
+      local p = chromium(("http://127.0.0.1:%d/two-tabs"):format(server.port))
+      local report, dom = finish(p, seen)
+      assert.equal("PASS", report)
+      assert.matches('<pre id="result">PASS</pre>', dom, 1, true)
+      assert.matches("b got: hello from tab-a \226\156\147", dom, 1, true)
+      assert.matches("a saw tab-b leave, count 1", dom, 1, true)
+      assert.equal(3, #seen.sockets)
+      for _, s in ipairs(seen.sockets) do
+        assert.matches("Chrome/", s.user_agent, 1, true)
+        assert.equal(("http://127.0.0.1:%d"):format(server.port), s.origin)
+      end
+      assert.same({ 4000, "browser-bye", true }, seen.echo_close)
+    end, 60)
+  end)
+
+  it("runs the real chat page: it connects, shows a message from Lua and sends one back", function()
+    support.run(function()
+      local server, seen, chat = start_server()
+      local p = chromium(("http://127.0.0.1:%d/chat-frame"):format(server.port))
+      -- wait for the browser to join the room
+      local deadline = duplex.now() + 30
+      local browser
+      while not browser and duplex.now() < deadline and not support.status(p) do
+        for ws, nick in pairs(chat.clients) do
+          if nick == "chromium-tab" then browser = ws end
+        end
+        if not browser then duplex.sleep(0.05) end
+      end
+      assert(browser, "the chat page did not connect: " .. support.describe(p))
+      assert.matches("Chrome/", browser.request.headers["user-agent"], 1, true)
+      assert.equal("/chat", browser.request.path)
+
+      -- join as a Lua client, say hello, and wait for the browser's answer
+      local ws = assert(duplex.connect(("ws://127.0.0.1:%d/chat?nick=lua-bot"):format(server.port)))
+      assert(ws:send("hello from lua"))
+      local answer
+      while not answer do
+        local msg = ws:receive()
+        assert(msg, "the chat closed before the browser answered")
+        if msg:find('"nick":"chromium-tab","text":"hello from chromium"', 1, true) then answer = msg end
+      end
+      ws:close()
+
+      local report, dom = finish(p, seen)
+      assert.matches("^PASS", report)
+      assert.matches("online", report, 1, true)
+      assert.matches("lua-bothello from lua", report, 1, true)
+      assert.matches('<pre id="result">PASS', dom, 1, true)
+    end, 60)
+  end)
+end)

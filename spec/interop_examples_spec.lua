@@ -1,0 +1,119 @@
+-- The examples run as their own processes, with this spec's Lua, and talk
+-- to a Python `websockets` client, our own client, or examples/client.lua.
+local duplex = require "duplex"
+local support = require "interop.support"
+
+local PY = support.PYTHON
+
+local function have(cmd)
+  local ok = os.execute(cmd .. " >/dev/null 2>&1")
+  return ok == true or ok == 0
+end
+
+local has_python = have(PY .. " -c 'import websockets'")
+local has_luasocket = pcall(require, "socket")
+
+-- Starts an example on a free port (port 0); returns the process and port.
+local function start_example(script, banner)
+  local p = support.start(support.lua_argv(script, 0), 40)
+  local port = support.wait_for_output(p, banner, 15)
+  assert(port, script .. " did not start: " .. support.describe(p))
+  return p, tonumber(port)
+end
+
+local function receive_json(ws)
+  local msg, err = ws:receive()
+  assert(msg, err)
+  return msg
+end
+
+describe("examples", function()
+  after_each(support.cleanup)
+
+  it("echo.lua echoes for a Python client", function()
+    if not has_python then return pending("python3-websockets is not installed") end
+    support.run(function()
+      local _, port = start_example("examples/echo.lua", "ws://127.0.0.1:(%d+)/")
+      for _, case in ipairs({ "text", "binary", "empty", "big", "fragmented", "ping", "client_close" }) do
+        local c = support.start({ PY, "spec/interop/ws_client.py", ("ws://127.0.0.1:%d/"):format(port), case }, 25)
+        local rc, out = support.wait(c, 25)
+        assert(rc == 0 and out:match("OK\n$"), "case " .. case .. ": " .. support.describe(c))
+      end
+    end, 60)
+  end)
+
+  it("client.lua sends stdin lines to echo.lua and prints the replies", function()
+    if not has_luasocket then return pending("LuaSocket is not installed") end
+    support.run(function()
+      local _, port = start_example("examples/echo.lua", "ws://127.0.0.1:(%d+)/")
+      local input = os.tmpname()
+      local f = assert(io.open(input, "wb"))
+      f:write("hello\n", "w\195\182rld\n", "\n", "last line\n")
+      f:close()
+      local c = support.start(support.lua_argv("examples/client.lua", ("ws://127.0.0.1:%d/"):format(port)), 20, input)
+      local rc, out = support.wait(c, 20)
+      os.remove(input)
+      assert(rc == 0, "client.lua failed: " .. support.describe(c))
+      assert.equal("hello\nw\195\182rld\n\nlast line\n", out)
+      assert.matches("connected to ws://127.0.0.1:" .. port, support.errors(c), 1, true)
+    end, 40)
+  end)
+
+  it("chat.lua serves its page and relays messages as JSON", function()
+    support.run(function()
+      local _, port = start_example("examples/chat.lua", "http://127.0.0.1:(%d+)/")
+      if has_luasocket then
+        -- the chat server is another process, so a blocking GET is fine here
+        local http = require "socket.http"
+        local body, code, headers = http.request(("http://127.0.0.1:%d/"):format(port))
+        assert.equal(200, code)
+        assert.matches("^text/html", headers["content-type"])
+        assert.matches("<title>duplex chat</title>", body, 1, true)
+        local _, missing = http.request(("http://127.0.0.1:%d/nope"):format(port))
+        assert.equal(404, missing)
+      end
+
+      local base = ("ws://127.0.0.1:%d/chat"):format(port)
+      local a = assert(duplex.connect(base .. "?nick=ann%20%E2%9C%93"))
+      assert.equal('{"type":"welcome","nick":"ann \226\156\147","count":1}', receive_json(a))
+      assert.equal('{"type":"join","nick":"ann \226\156\147","count":1}', receive_json(a))
+      local b = assert(duplex.connect(base))  -- no nickname: the room picks one
+      assert.equal('{"type":"welcome","nick":"guest1","count":2}', receive_json(b))
+      assert.equal('{"type":"join","nick":"guest1","count":2}', receive_json(b))
+      assert.equal('{"type":"join","nick":"guest1","count":2}', receive_json(a))
+
+      assert(a:send('say "hi"\n\tand \\ bye'))
+      local expect = '{"type":"message","nick":"ann \226\156\147","text":"say \\"hi\\"\\n\\tand \\\\ bye"}'
+      assert.equal(expect, receive_json(a))
+      assert.equal(expect, receive_json(b))
+
+      assert(a:send("\0\1", "binary"))  -- binary messages are not relayed
+      assert.is_true(a:close())
+      assert.equal('{"type":"leave","nick":"ann \226\156\147","count":1}', receive_json(b))
+
+      local long = assert(duplex.connect(base .. "?nick=" .. ("\195\169"):rep(20)))
+      assert.equal('{"type":"welcome","nick":"' .. ("\195\169"):rep(12) .. '","count":2}', receive_json(long))
+      long:close()
+      b:close()
+    end, 40)
+  end)
+
+  it("broadcast.lua relays messages to the others and ticks", function()
+    support.run(function()
+      local _, port = start_example("examples/broadcast.lua", "ws://127.0.0.1:(%d+)/")
+      local url = ("ws://127.0.0.1:%d/"):format(port)
+      local a = assert(duplex.connect(url))
+      local b = assert(duplex.connect(url))
+      duplex.sleep(0.1)  -- both registered on the server
+      assert(a:send("hi all"))
+      local got_relay, got_tick = false, false
+      while not (got_relay and got_tick) do
+        local msg = receive_json(b)
+        if msg:match(": hi all$") then got_relay = true end
+        if msg:match("^tick %d%d:%d%d:%d%d$") then got_tick = true end
+      end
+      a:close()
+      b:close()
+    end, 20)
+  end)
+end)
