@@ -1,0 +1,174 @@
+-- A chat room: open http://127.0.0.1:8080/ in a few browser tabs.
+--   lua examples/chat.lua [port]        (default 8080, on 127.0.0.1)
+--
+-- The page (examples/chat.html, next to this script) is served at "/" through
+-- the `http` option; browsers then open a WebSocket to /chat?nick=NAME. Every
+-- text message a browser sends goes to everyone in the room as a small JSON
+-- object: {"type":"message","nick":"ann","text":"hi"}; joins and leaves are
+-- {"type":"join"|"leave","nick":"ann","count":3}. A newcomer first gets
+-- {"type":"welcome","nick":"ann","count":3} with the name the room gave it.
+--
+-- The file can also be loaded as a module by passing it a table, which is
+-- how the specs reuse it:  local chat = loadfile("examples/chat.lua")({})
+-- returns { handler = fn(ws), http = fn(req), start = fn(opts), clients = set }.
+local duplex = require "duplex"
+
+local as_module = type((...)) == "table"
+
+-- Where this script lives, to find chat.html next to it.
+local script = (arg and arg[0]) or "examples/chat.lua"
+if as_module then script = (...).script or "examples/chat.lua" end
+local dir = script:match("^(.*)[/\\]") or "."
+local page_path = dir .. "/chat.html"
+
+local MAX_NICK = 24
+local SLOW_CLIENT = 256 * 1024  -- bytes waiting to go out before we skip a client
+
+-- JSON text for a flat table of strings and numbers.
+local escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+                  ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+local function json_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(ch)
+    return escapes[ch] or ("\\u%04x"):format(ch:byte())
+  end) .. '"'
+end
+
+local function json(t, order)
+  local parts = {}
+  for i = 1, #order do
+    local k, v = order[i], t[order[i]]
+    if v ~= nil then
+      parts[#parts + 1] = json_string(k) .. ":" ..
+        (type(v) == "number" and ("%d"):format(v) or json_string(tostring(v)))
+    end
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+local FIELDS = { "type", "nick", "text", "count" }
+
+local function url_decode(s)
+  s = s:gsub("+", " ")
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function query_param(query, name)
+  for k, v in (query or ""):gmatch("([^&=]+)=?([^&]*)") do
+    if url_decode(k) == name then return url_decode(v) end
+  end
+end
+
+-- The room -----------------------------------------------------------------
+
+local clients = {}  -- ws -> nickname
+local count = 0
+local guests = 0
+
+-- Sends text to everyone. Each send runs in its own coroutine, so a client
+-- whose socket is full can only hold up itself; a client that has fallen
+-- more than SLOW_CLIENT bytes behind misses messages until it catches up.
+local function broadcast(text)
+  for ws in pairs(clients) do
+    if ws.buffered <= SLOW_CLIENT then
+      duplex.spawn(ws.send, ws, text)
+    end
+  end
+end
+
+-- Whether s is well-formed UTF-8 (a nickname comes from the URL, as bytes).
+local function valid_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or c >= 0xC2 and c <= 0xDF and 2 or c >= 0xE0 and c <= 0xEF and 3
+      or c >= 0xF0 and c <= 0xF4 and 4 or nil
+    if not len or i + len - 1 > n then return false end
+    for j = i + 1, i + len - 1 do
+      local b = s:byte(j)
+      if b < 0x80 or b > 0xBF then return false end
+    end
+    i = i + len
+  end
+  return true
+end
+
+local function clean_nick(nick)
+  nick = (nick or ""):gsub("%c", ""):gsub("^%s+", ""):gsub("%s+$", "")
+  if not valid_utf8(nick) then nick = "" end
+  if #nick > MAX_NICK then  -- cut at a character boundary
+    local cut = {}
+    local len = 0
+    for ch in nick:gmatch("[\1-\127\194-\244][\128-\191]*") do
+      if len + #ch > MAX_NICK then break end
+      cut[#cut + 1], len = ch, len + #ch
+    end
+    nick = table.concat(cut)
+  end
+  if nick == "" then
+    guests = guests + 1
+    nick = "guest" .. guests
+  end
+  return nick
+end
+
+local function handler(ws)
+  local nick = clean_nick(query_param(ws.request.query, "nick"))
+  count = count + 1
+  ws:send(json({ type = "welcome", nick = nick, count = count }, FIELDS))
+  clients[ws] = nick
+  broadcast(json({ type = "join", nick = nick, count = count }, FIELDS))
+  -- A while loop rather than `for msg in ws:messages()`: PUC Lua 5.1 cannot
+  -- yield inside a for iterator.
+  while true do
+    local msg, kind = ws:receive()
+    if not msg then break end
+    if kind == "text" then
+      broadcast(json({ type = "message", nick = nick, text = msg }, FIELDS))
+    end
+  end
+  clients[ws] = nil
+  count = count - 1
+  broadcast(json({ type = "leave", nick = nick, count = count }, FIELDS))
+end
+
+local function http(req)
+  if req.method ~= "GET" and req.method ~= "HEAD" then
+    return 405, { ["Content-Type"] = "text/plain", ["Allow"] = "GET, HEAD" }, "method not allowed\n"
+  end
+  if req.path == "/" or req.path == "/index.html" or req.path == "/chat.html" then
+    -- Read on every request, so that edits to the page show up on reload.
+    local f, err = io.open(page_path, "rb")
+    if not f then
+      return 500, { ["Content-Type"] = "text/plain" }, "cannot read the page: " .. err .. "\n"
+    end
+    local body = f:read("*a")
+    f:close()
+    return 200, { ["Content-Type"] = "text/html; charset=utf-8", ["Cache-Control"] = "no-cache" }, body
+  end
+  return 404, { ["Content-Type"] = "text/plain" }, "not found\n"
+end
+
+local function start(opts)
+  opts = opts or {}
+  return duplex.serve({
+    host = opts.host or "127.0.0.1",
+    port = opts.port or 8080,
+    http = opts.http or http,
+    max_message = 64 * 1024,
+    on_error = opts.on_error,
+  }, handler)
+end
+
+if as_module then
+  return { handler = handler, http = http, start = start, clients = clients }
+end
+
+local port = tonumber(arg and arg[1]) or 8080
+local server, err = start({ port = port })
+if not server then
+  io.stderr:write(err, "\n")
+  os.exit(1)
+end
+print(("chat on http://127.0.0.1:%d/  (Ctrl-C to stop)"):format(server.port))
+io.stdout:flush()
+duplex.run()
