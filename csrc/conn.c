@@ -5,9 +5,31 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dial.h"
 #include "server.h"
 
-enum { DIRECT_WRITE_MIN = 64 * 1024 };
+enum {
+  DIRECT_WRITE_MIN = 64 * 1024,
+  /* libuv buffer lengths are unsigned ints: longer spans go as several
+   * buffers. The send limits (CONN_MAX_SEND, high_water at most
+   * CONN_MAX_HIGH_WATER) keep a queue within WIRE_BUFS of them. */
+  WIRE_CHUNK = 1 << 30,
+  WIRE_BUFS = 24,
+  /* what malloc adds to each unread message, charged against high_water
+   * so that a flood of empty messages is bounded too */
+  MSG_OVERHEAD = 16
+};
+
+/* Appends p[0..n) to b[k..) as buffers of at most WIRE_CHUNK bytes and
+ * returns the new count. */
+static unsigned wire_bufs(uv_buf_t *b, unsigned k, char *p, size_t n) {
+  while (n && k < WIRE_BUFS) {
+    size_t len = n < WIRE_CHUNK ? n : WIRE_CHUNK;
+    b[k++] = uv_buf_init(p, (unsigned)len);
+    p += len, n -= len;
+  }
+  return k;
+}
 
 void conn_opts_default(conn_opts *o) {
   o->max_message = 16u << 20;
@@ -55,6 +77,7 @@ static void conn_free(conn *c) {
   pmd_free(c->pmd);
   if (c->dial && c->dial->ai) uv_freeaddrinfo(c->dial->ai);
   free(c->close_reason);
+  free(c->pong);
   free(c->dial);
   free(c->protocol);
   free(c);
@@ -159,7 +182,15 @@ static int tls_pump(conn *c) {
 
 /* Writing */
 
+static int queue_frame(conn *c, int opcode, int rsv, const uint8_t *data, size_t len);
+
 static void after_drain(conn *c) {
+  if (c->pong && conn_buffered(c) < c->opts.high_water) {
+    if (c->state == CONN_OPEN && !c->close_sent)
+      queue_frame(c, FRAME_PONG, 0, c->pong, c->pong_len);
+    free(c->pong);
+    c->pong = NULL;
+  }
   if (c->want_write && conn_buffered(c) < c->opts.high_water) {
     c->want_write = 0;
     wake(c);
@@ -194,8 +225,8 @@ void conn_flush(conn *c) {
     wire = &c->cipher;
   }
   if (wire->len == 0) return;
-  uv_buf_t b = uv_buf_init(wire->data, (unsigned)wire->len);
-  int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  uv_buf_t b[WIRE_BUFS];
+  int n = uv_try_write((uv_stream_t *)&c->tcp, b, wire_bufs(b, 0, wire->data, wire->len));
   if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
   if (n < 0) {
     conn_abort(c, uv_strerror(n));
@@ -218,8 +249,8 @@ void conn_flush(conn *c) {
   w->req.data = c;
   *wire = (buf){0};
   c->inflight = w;
-  uv_buf_t rest = uv_buf_init(w->base + n, (unsigned)w->len);
-  int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &rest, 1, on_write);
+  unsigned nb = wire_bufs(b, 0, w->base + n, w->len);
+  int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, b, nb, on_write);
   if (rc) {
     c->inflight = NULL;
     loop_release(c->loop, w->base, w->cap);
@@ -239,12 +270,11 @@ static int queue_frame(conn *c, int opcode, int rsv, const uint8_t *data, size_t
   /* A large message goes straight from the caller's bytes, after what is
    * queued, in one writev: only what the kernel does not take is copied. */
   if (!masked && !c->tls && len >= DIRECT_WRITE_MIN && !c->inflight && !c->tcp_closing) {
-    uv_buf_t b[3];
-    int nb = 0;
-    if (c->out.len) b[nb++] = uv_buf_init(c->out.data, (unsigned)c->out.len);
-    b[nb++] = uv_buf_init((char *)hdr, (unsigned)hl);
-    b[nb++] = uv_buf_init((char *)data, (unsigned)len);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, b, (unsigned)nb);
+    uv_buf_t b[WIRE_BUFS];
+    unsigned nb = wire_bufs(b, 0, c->out.data, c->out.len);
+    nb = wire_bufs(b, nb, (char *)hdr, hl);
+    nb = wire_bufs(b, nb, (char *)data, len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, b, nb);
     if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
     if (n < 0) {
       conn_abort(c, uv_strerror(n));
@@ -429,14 +459,24 @@ static void sink_message(void *ud, int opcode, const uint8_t *data, size_t len) 
   else
     c->inbox = m;
   c->inbox_tail = m;
-  c->inbox_bytes += len;
+  c->inbox_bytes += m->cap + MSG_OVERHEAD;
   if (c->inbox_bytes >= c->opts.high_water) stop_reading(c); /* the handler is behind */
   wake(c);
 }
 
+/* A peer that pings and never reads must not fill our memory with pongs:
+ * above the high-water mark only the latest ping is answered, once the queue
+ * drains, as RFC 6455 5.5.3 allows. */
 static void sink_ping(void *ud, const uint8_t *data, size_t len) {
   conn *c = ud;
-  if (c->state == CONN_OPEN && !c->close_sent) queue_frame(c, FRAME_PONG, 0, data, len);
+  if (c->state != CONN_OPEN || c->close_sent) return;
+  if (!c->pong && conn_buffered(c) < c->opts.high_water) {
+    queue_frame(c, FRAME_PONG, 0, data, len);
+    return;
+  }
+  if (!c->pong && !(c->pong = malloc(FRAME_MAX_CONTROL))) return; /* no memory: no pong */
+  if (len) memcpy(c->pong, data, len);
+  c->pong_len = (uint8_t)len;
 }
 
 static void sink_pong(void *ud, const uint8_t *data, size_t len) {
@@ -595,6 +635,10 @@ static void on_timer(uv_timer_t *t) {
       finish_close(c);
     } else if (c->fail_pending) {
       fail_now(c);
+    } else if (c->awaiting_pong && !c->reading) {
+      /* reading is paused because the handler is behind: the pong may be
+       * waiting unread, so that is no sign of a dead peer */
+      conn_arm_timer(c, c->opts.ping_timeout_ms);
     } else if (c->awaiting_pong && !c->pong_grace) {
       /* libuv runs timers before reading: a pong already waiting in the
        * socket (after the process stalled) gets this loop iteration */
@@ -650,7 +694,7 @@ int conn_recv(conn *c, conn_msg **msg) {
   if (m) {
     c->inbox = m->next;
     if (!c->inbox) c->inbox_tail = NULL;
-    c->inbox_bytes -= m->len;
+    c->inbox_bytes -= m->cap + MSG_OVERHEAD;
     if (c->state == CONN_OPEN && !c->fail_pending && !c->close_deferred &&
         c->inbox_bytes < c->opts.high_water)
       conn_start_reading(c);
@@ -678,6 +722,7 @@ int conn_recv(conn *c, conn_msg **msg) {
 
 int conn_send(conn *c, int opcode, const uint8_t *data, size_t len) {
   if (c->state != CONN_OPEN || c->close_sent || c->tcp_closing) return CONN_CLOSED;
+  if (len > CONN_MAX_SEND) return CONN_TOOBIG;
   if (conn_buffered(c) >= c->opts.high_water) {
     c->want_write = 1;
     return CONN_WAIT;

@@ -19,6 +19,10 @@
 #include "proto.h"
 #include "tls.h"
 
+/* core.so exports luaopen_duplex_core only: a host that links a library
+ * with names like tls_read must not capture our calls */
+#pragma GCC visibility push(hidden)
+
 struct server;
 
 typedef struct conn_opts {
@@ -117,7 +121,9 @@ typedef struct conn {
   unsigned close_code; /* what ws.close_code reports */
   unsigned fail_code;  /* code to fail with once fail_pending clears */
   char *close_reason;  /* malloc'd, NUL-terminated, or NULL */
-  const char *error;   /* static text for the last local failure */
+  uint8_t *pong;       /* malloc'd: the latest ping, unanswered while the queue is full */
+  uint8_t pong_len;
+  const char *error; /* static text for the last local failure */
 
   /* server side: the listener while handshaking or waiting to be accepted */
   struct server *server;
@@ -129,7 +135,12 @@ typedef struct conn {
 } conn;
 
 /* Results of conn_recv/conn_send. */
-enum { CONN_OK = 0, CONN_WAIT = 1, CONN_CLOSED = 2, CONN_NOMEM = 3 };
+enum { CONN_OK = 0, CONN_WAIT = 1, CONN_CLOSED = 2, CONN_NOMEM = 3, CONN_TOOBIG = 4 };
+
+/* The largest message conn_send takes and the largest high-water mark (the
+ * write path relies on both to bound a queue). */
+#define CONN_MAX_SEND ((uint64_t)8 << 30)
+#define CONN_MAX_HIGH_WATER ((uint64_t)8 << 30)
 
 /* Server side: takes over an accepted socket (tcp must be initialised and
  * accepted into c->tcp by the caller via conn_new). */
@@ -137,11 +148,6 @@ conn *conn_new(loop *l, int is_server, const conn_opts *o);
 
 /* Starts the server handshake on an accepted connection. */
 void conn_start_server(conn *c);
-
-/* Client side: resolve host, connect, send request (already built into
- * c->out by the caller, with c->dial set up), check the response. Waiters wake when the state
- * becomes CONN_OPEN or CONN_DONE (then c->error says why). */
-int conn_dial(conn *c, const char *host, const char *port);
 
 /* Pops the next message (the caller gives it back with conn_msg_free). CONN_WAIT when
  * none is there yet, CONN_CLOSED when none will come. */
@@ -189,6 +195,7 @@ void conn_on_handle_closed(uv_handle_t *h);
 void conn_arm_timer(conn *c, uint64_t ms);
 /* Appends handshake bytes; -1 when the head grows past max_head. */
 int conn_head_append(conn *c, const char *data, size_t n);
-void dial_on_head(conn *c, const char *data, size_t n);
+
+#pragma GCC visibility pop
 
 #endif

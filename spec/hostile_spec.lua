@@ -1,6 +1,6 @@
--- Hostile peers: slow-loris, a peer that never reads, a peer that vanishes
--- mid-message, connect/disconnect churn, a ping flood, garbage and oversized
--- request heads. Every case ends by checking that the server still serves a
+-- Hostile peers: slow-loris, a peer that never reads, one that floods pings
+-- or empty messages and never reads, a peer that vanishes mid-message,
+-- connect/disconnect churn, a ping flood, garbage and oversized request heads. Every case ends by checking that the server still serves a
 -- normal client.
 --
 -- The cases that measure memory and file descriptors run the server in a
@@ -348,6 +348,50 @@ describe("a peer that never reads", function()
       assert.are.equal("closed", ferr)
       helpers.check_echo(sub.port)
     end, 15)
+  end)
+end)
+
+describe("a peer that floods and never reads", function()
+  -- pings ask for pongs and empty messages cost no payload: neither may grow
+  -- the server's memory past what high_water allows
+  local function flood(kind, path)
+    local sub = start_server({ "high_water=1048576", "sleepy=3" })
+    local pid, sent
+    finally(function()
+      kill(pid)
+      sub:stop()
+    end)
+    run(function()
+      helpers.check_echo(sub.port)
+      local base = sub:rss()
+      pid = spawn("flooder.lua", { sub.port, path, kind, 2, sub.log }, sub.err)
+      assert.truthy(sub:wait_line("^flooder%-start", 5), "the flooder did not start: " .. sub:stderr())
+      local peak, line = base, nil
+      local deadline = duplex.now() + 8
+      repeat
+        duplex.sleep(0.05)
+        local r = sub:rss()
+        if r and r > peak then peak = r end
+        line = sub:wait_line("^flooder " .. kind, 0)
+      until line or duplex.now() > deadline
+      assert.truthy(line, "the flooder did not finish: " .. sub:stderr())
+      sent = tonumber(line:match("^flooder %a+ (%d+)"))
+      note("%s flood: %d KiB sent in 2 s by a peer that never reads; server RSS %d KiB -> peak %d KiB (+%d KiB)",
+        kind, math.floor(sent / 1024), base, peak, peak - base)
+      assert.is_true(peak <= base + 8 * 1024, "RSS grew by " .. (peak - base) .. " KiB")
+      helpers.check_echo(sub.port)
+    end, 20)
+    return sent
+  end
+
+  it("pings: only the latest ping waits for an answer once the queue is full", function()
+    local sent = flood("ping", "/ping")
+    -- far more than the bound: the server kept reading and answering
+    assert.is_true(sent >= 16 * 1024 * 1024, "only " .. tostring(sent) .. " bytes of pings went out")
+  end)
+
+  it("empty messages: reading pauses once unread messages hold high_water", function()
+    flood("empty", "/sleepy")
   end)
 end)
 

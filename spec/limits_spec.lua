@@ -121,6 +121,77 @@ describe("keepalive", function()
     end)
   end)
 
+  it("has our client fail a server that never answers pings (1011)", function()
+    run(function()
+      local rs = helpers.raw_server()
+      local r = helpers.connect_async(rs:url(), { ping_interval = 0.2, ping_timeout = 0.2 })
+      local peer = rs:handshake()
+      assert.truthy(helpers.wait_until(function() return r.done end, 3))
+      assert.truthy(r.ws, r.err)
+      local t0 = duplex.now()
+      local ping = assert(peer:read_frame(1))
+      assert.are.equal(9, ping.opcode)
+      assert.is_true(ping.masked, "a client's ping must be masked")
+      local code = peer:read_close(2)
+      assert.are.equal(1011, code)
+      local msg, err, rcode = r.ws:receive()
+      local elapsed = duplex.now() - t0
+      assert.is_nil(msg)
+      assert.are.equal("closed", err)
+      assert.are.equal(1011, rcode)
+      assert.are.equal(1011, r.ws.close_code)
+      assert.are.equal("keepalive ping timed out", r.ws.close_reason)
+      assert.is_false(r.ws.close_clean)
+      assert.is_true(elapsed < 1.5, "failed after " .. elapsed .. " s")
+      peer:close()
+      rs:close()
+    end)
+  end)
+
+  it("waits ping_interval for the pong when ping_timeout is not given", function()
+    run(function()
+      local log = {}
+      local server = helpers.echo_server({ ping_interval = 0.25 }, log)
+      local raw = helpers.raw_ws_client(server.port)
+      local t0 = duplex.now()
+      assert.are.equal(9, assert(raw:read_frame(1)).opcode)
+      local t_ping = duplex.now() - t0
+      assert.are.equal(1011, raw:read_close(2))
+      local waited = duplex.now() - t0 - t_ping
+      assert.is_true(waited > 0.2 and waited < 1.2, "dropped " .. waited .. " s after the ping")
+      raw:close()
+      server:close()
+    end)
+  end)
+
+  it("does not fail a live peer while a slow handler has paused reading", function()
+    run(function()
+      local got = {}
+      local server = helpers.serve({ ping_interval = 0.1, ping_timeout = 0.1, high_water = 65536 }, function(ws)
+        duplex.sleep(1) -- behind: the inbox passes high_water and reading pauses
+        while true do
+          local msg = ws:receive()
+          if not msg then break end
+          got[#got + 1] = #msg
+          ws:send(msg, "binary")
+        end
+      end)
+      -- our client answers pings by itself, so the peer is alive throughout
+      local ws = assert(helpers.connect(helpers.url(server.port), { compression = false }))
+      local chunk = ("k"):rep(65536)
+      for _ = 1, 8 do assert(ws:send(chunk, "binary")) end
+      for i = 1, 8 do
+        local msg, err, code = ws:receive()
+        assert.truthy(msg, ("echo %d: %s %s"):format(i, tostring(err), tostring(code)))
+        assert.are.equal(65536, #msg)
+      end
+      assert.are.equal("open", ws.state)
+      assert.are.equal(8, #got)
+      assert.is_true(ws:close())
+      server:close()
+    end, 15)
+  end)
+
   it("keeps our own client and server alive with keepalive on both sides", function()
     run(function()
       local server = helpers.echo_server({ ping_interval = 0.05, ping_timeout = 0.3 })

@@ -6,7 +6,8 @@
 -- Options (numbers): high_water, handshake_timeout, close_timeout,
 -- max_message, lifetime (seconds before it exits on its own, default 60),
 -- flood_total (bytes the /flood handler sends, default 256 MiB),
--- flood_size (bytes per message, default 64 KiB).
+-- flood_size (bytes per message, default 64 KiB), sleepy (seconds the
+-- /sleepy handler waits before it reads, default 1).
 --
 -- It appends one line per event to LOGFILE (flushed at once):
 --   ready PORT PID               listening
@@ -17,7 +18,8 @@
 --
 -- Paths: /flood sends flood_size-byte binary messages until flood_total or
 -- the connection ends; /gc runs a full garbage collection, logs, sends the
--- Lua heap size and closes; anything else echoes.
+-- Lua heap size and closes; /sleepy sleeps, then echoes (a handler that
+-- falls behind); anything else echoes.
 local duplex = require "duplex"
 
 local logfile = assert(arg[1], "usage: server.lua LOGFILE [key=value ...]")
@@ -78,6 +80,9 @@ local server = assert(duplex.serve({
   local path = ws.request.path
   if path == "/flood" then
     flood(ws)
+  elseif path == "/sleepy" then
+    duplex.sleep(opts.sleepy or 1)
+    echo(ws, path)
   elseif path == "/gc" then
     collectgarbage("collect")
     collectgarbage("collect")
