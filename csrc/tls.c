@@ -63,7 +63,13 @@ static int on_servername(SSL *ssl, int *alert, void *arg) {
   if (!name) return SSL_TLSEXT_ERR_OK;
   for (size_t i = 0; i < c->nsni; i++)
     if (strcasecmp(c->sni[i].host, name) == 0) {
-      SSL_set_SSL_CTX(ssl, c->sni[i].ctx);
+      SSL_CTX *sni = c->sni[i].ctx;
+      SSL_set_SSL_CTX(ssl, sni);
+      /* SSL_new copied the verify settings of the default context and
+       * switching contexts does not: a name's client-certificate rule
+       * would otherwise be silently ignored */
+      SSL_set_verify(ssl, SSL_CTX_get_verify_mode(sni), SSL_CTX_get_verify_callback(sni));
+      SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(sni));
       break;
     }
   return SSL_TLSEXT_ERR_OK;
@@ -105,6 +111,10 @@ static SSL_CTX *make_ctx(int is_server, const tls_config *cfg, char *err, size_t
     goto fail;
   }
   if (is_server) {
+    /* without one, OpenSSL refuses every session resumption (an internal
+     * error alert) once client certificates are verified */
+    static const unsigned char sid_ctx[] = "duplex";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
     SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
     if (cfg->verify)
       SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
@@ -231,8 +241,10 @@ static int status_of(tls *t, int rc, const char *what) {
   int e = SSL_get_error(t->ssl, rc);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return TLS_WANT;
   if (e == SSL_ERROR_ZERO_RETURN) return TLS_CLOSED;
+  /* with verify = false the chain is still checked and the result kept:
+   * it is not why the handshake failed */
   long v = SSL_get_verify_result(t->ssl);
-  if (v != X509_V_OK) {
+  if (v != X509_V_OK && SSL_get_verify_mode(t->ssl) != SSL_VERIFY_NONE) {
     snprintf(t->error, sizeof t->error, "certificate verify failed: %s",
              X509_verify_cert_error_string(v));
     ERR_clear_error();
@@ -274,11 +286,14 @@ void tls_shutdown(tls *t) {
 }
 
 int tls_take_out(tls *t, buf *out) {
-  size_t n = (size_t)BIO_ctrl_pending(t->net_out);
-  if (!n) return 0;
-  if (buf_reserve(out, n)) return -1;
-  int r = BIO_read(t->net_out, out->data + out->len, (int)n);
-  if (r > 0) out->len += (size_t)r;
+  size_t n;
+  while ((n = (size_t)BIO_ctrl_pending(t->net_out)) > 0) {
+    if (n > 0x40000000) n = 0x40000000; /* BIO_read takes an int */
+    if (buf_reserve(out, n)) return -1;
+    int r = BIO_read(t->net_out, out->data + out->len, (int)n);
+    if (r <= 0) break;
+    out->len += (size_t)r;
+  }
   return 0;
 }
 

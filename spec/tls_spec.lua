@@ -46,6 +46,23 @@ local function blob(n)
   return table.concat(parts):sub(1, n)
 end
 
+-- Runs a shell command in the background, so that the loop goes on serving
+-- while it talks to us; returns a function that gives the command's output
+-- once it has finished (nil before).
+local function background(cmd)
+  local out = os.tmpname()
+  os.remove(out)
+  os.execute(("( (%s) >%s.part 2>&1; mv %s.part %s ) </dev/null >/dev/null 2>&1 &"):format(cmd, out, out, out))
+  return function()
+    local f = io.open(out)
+    if not f then return nil end
+    local s = f:read("*a")
+    f:close()
+    os.remove(out)
+    return s
+  end
+end
+
 local function round_trip(ws, msg, kind)
   assert(ws:send(msg, kind))
   return ws:receive()
@@ -324,6 +341,27 @@ describe("wss://", function()
       end)
     end)
 
+    -- Browsers resume cached sessions; without a session id context OpenSSL
+    -- answers every resumption on a verifying server with an internal error.
+    it("lets a client resume its session (TLS 1.2 and 1.3)", function()
+      helpers.run(function()
+        local p = certs()
+        local s = mtls_server()
+        for _, version in ipairs({ "-tls1_2", "-tls1_3" }) do
+          local sess = os.tmpname()
+          local client = ("sleep 0.3 | timeout 5 openssl s_client %s -connect 127.0.0.1:%d -cert %s -key %s -CAfile %s")
+            :format(version, s.port, p.client_cert, p.client_key, p.ca)
+          local result = background(("%s -sess_out %s; %s -sess_in %s"):format(client, sess, client, sess))
+          local out = helpers.wait_until(result, 15)
+          os.remove(sess)
+          assert.truthy(out, "openssl s_client did not finish")
+          assert.matches("New, TLSv1", out, 1, true)
+          assert.matches("Reused, TLSv1", out, 1, true)
+          assert.is_nil(out:find("alert internal error", 1, true), out)
+        end
+      end, 30)
+    end)
+
     it("refuses a client whose certificate is from another CA", function()
       helpers.run(function()
         local s = mtls_server()
@@ -384,6 +422,58 @@ describe("wss://", function()
         assert.are.equal("/CN=test client/O=duplex tests", log.ws.peer_cert)
         local bad = helpers.connect(wss(s.port), trusting())
         assert.is_nil(bad)
+      end)
+    end)
+
+    -- OpenSSL keeps the verify mode of the default context when the name
+    -- switches contexts: the name's own rule must apply, both ways.
+    it("applies an SNI name's own verify = true though the default does not verify", function()
+      helpers.run(function()
+        local p = certs()
+        local s = tls_echo({ cert = p.other_cert, key = p.other_key,
+          sni = { localhost = { cert = p.server_cert, key = p.server_key, ca = p.ca, verify = true } } })
+        local ws, err = helpers.connect(wss(s.port), trusting())
+        assert.is_nil(ws)
+        assert.matches("certificate required", err, 1, true)
+        local good = assert(helpers.connect(wss(s.port), trusting({ cert = p.client_cert, key = p.client_key })))
+        assert.are.equal("/CN=localhost/O=duplex tests", good.peer_cert)
+        assert.is_true(good:close())
+        -- no SNI (an IP address): the default context, which asks for nothing
+        local plain = assert(helpers.connect(wss(s.port, "/", "127.0.0.1"), { tls = { verify = false } }))
+        assert.are.equal("/CN=other.example", plain.peer_cert)
+        assert.is_true(plain:close())
+      end)
+    end)
+
+    it("applies an SNI name's own verify = false though the default requires certificates", function()
+      helpers.run(function()
+        local p = certs()
+        local s = tls_echo({ cert = p.other_cert, key = p.other_key, ca = p.ca, verify = true,
+          sni = { localhost = { cert = p.server_cert, key = p.server_key, verify = false } } })
+        local ws = assert(helpers.connect(wss(s.port), trusting()))
+        assert.are.same({ "open", "text" }, { round_trip(ws, "open") })
+        assert.is_true(ws:close())
+        local refused, err = helpers.connect(wss(s.port, "/", "127.0.0.1"), { tls = { verify = false } })
+        assert.is_nil(refused)
+        assert.matches("certificate required", err, 1, true)
+      end)
+    end)
+
+    it("raises for a malformed sni table, in serve and in reload_tls", function()
+      helpers.run(function()
+        local p = certs()
+        local want = "option 'tls.sni' must map host names to {cert=, key=}"
+        local ok, err = pcall(duplex.serve, { tls = { cert = p.server_cert, key = p.server_key, sni = { x = 1 } } },
+          function() end)
+        assert.is_false(ok)
+        assert.matches(want, err, 1, true)
+        local s = tls_echo()
+        ok, err = pcall(s.reload_tls, s, { cert = p.server_cert, key = p.server_key, sni = { [1] = {} } })
+        assert.is_false(ok)
+        assert.matches(want, err, 1, true)
+        -- the server goes on with its old certificate
+        local ws = assert(helpers.connect(wss(s.port), trusting()))
+        assert.is_true(ws:close())
       end)
     end)
 
