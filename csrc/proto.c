@@ -193,7 +193,7 @@ static unsigned control(proto *p, const uint8_t *d, size_t n, const proto_sink *
       code = (unsigned)d[0] << 8 | d[1];
       if (!frame_close_code_ok(code)) return fail(p, FRAME_CLOSE_PROTOCOL, "invalid close code");
       if (!utf8_valid(d + 2, n - 2))
-        return fail(p, FRAME_CLOSE_INVALID_DATA, "invalid UTF-8 in close reason");
+        return fail(p, FRAME_CLOSE_PROTOCOL, "invalid UTF-8 in close reason");
     }
     drop_message(p);
     p->closed = 1;

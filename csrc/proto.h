@@ -15,6 +15,10 @@
 #include "frame.h"
 #include "utf8.h"
 
+/* core.so exports luaopen_duplex_core only: a host that links a library
+ * with names like tls_read must not capture our calls */
+#pragma GCC visibility push(hidden)
+
 typedef struct proto_sink {
   /* A complete data message; opcode is FRAME_TEXT (already valid UTF-8) or
    * FRAME_BINARY. data is only valid during the call. */
@@ -81,12 +85,15 @@ void proto_free(proto *p);
 
 /* Consumes all n bytes of data (which it may modify: unmasking is in place),
  * calling the sink for each event in order. Returns 0, or the close code the
- * connection must be failed with: 1002 protocol error, 1007 invalid UTF-8
- * (at the first bad byte of a text message or close reason), 1009 message
+ * connection must be failed with: 1002 protocol error (a close reason that
+ * is not UTF-8 among them), 1007 invalid UTF-8 (at the first bad byte of a
+ * text message), 1009 message
  * larger than max_message (known from the header that announces it), 1011
  * out of memory. Events for everything before the violation are
  * delivered first. After an error or a close frame, input is ignored and the
  * call returns the same value (error_code, or 0 after close). */
 unsigned proto_feed(proto *p, uint8_t *data, size_t n, const proto_sink *sink, void *ud);
+
+#pragma GCC visibility pop
 
 #endif

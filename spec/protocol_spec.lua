@@ -247,10 +247,10 @@ describe("the server checks close frames", function()
     end)
   end)
 
-  it("fails a close reason that is not UTF-8 with 1007", function()
+  it("fails a close reason that is not UTF-8 with 1002", function()
     with_raw(function(raw)
       raw:send_frame({ opcode = 8, payload = close_payload(1000, "bad \255 reason") })
-      expect_fail(raw, 1007)
+      expect_fail(raw, 1002)
     end)
   end)
 
@@ -355,6 +355,59 @@ describe("the server reads any split of the stream", function()
       assert.truthy(helpers.wait_until(function() return log.closed end, 2))
       assert.are.equal(2, log.count)
       assert.are.equal(1002, log.code)
+    end)
+  end)
+end)
+
+describe("the messages before a bad frame", function()
+  local bad = frame({ opcode = 1, payload = "first" }) .. frame({ opcode = 2, payload = "second" })
+    .. frame({ opcode = 1, payload = "unmasked", mask = false })
+
+  it("are answered first even by a handler that takes its time", function()
+    run(function()
+      local log = {}
+      local server = helpers.serve({}, function(ws)
+        while true do
+          local msg, kind, code = ws:receive()
+          if not msg then
+            log.code = code
+            return
+          end
+          duplex.sleep(0.3) -- a slow reply to each
+          assert(ws:send(msg:upper(), kind))
+        end
+      end)
+      local raw = helpers.raw_ws_client(server.port)
+      raw:send(bad)
+      local code, _, before = raw:read_close(5)
+      assert.are.equal(1002, code)
+      assert.are.equal(2, #before)
+      assert.are.equal("FIRST", before[1].payload)
+      assert.are.equal("SECOND", before[2].payload)
+      assert.truthy(raw:wait_eof(3))
+      assert.truthy(helpers.wait_until(function() return log.code end, 2))
+      assert.are.equal(1002, log.code)
+      raw:close()
+      server:close()
+    end)
+  end)
+
+  it("do not keep the connection open past close_timeout when the handler never reads again", function()
+    run(function()
+      local server = helpers.serve({ close_timeout = 0.5 }, function(ws)
+        assert.are.equal("first", ws:receive())
+        duplex.sleep(1.5) -- busy elsewhere; the second message stays unread
+      end)
+      local raw = helpers.raw_ws_client(server.port)
+      local t0 = duplex.now()
+      raw:send(bad)
+      local code = raw:read_close(3)
+      local elapsed = duplex.now() - t0
+      assert.are.equal(1002, code)
+      assert.is_true(elapsed > 0.4 and elapsed < 2, "the close came after " .. elapsed .. " s")
+      assert.truthy(raw:wait_eof(3))
+      raw:close()
+      server:close()
     end)
   end)
 end)

@@ -422,10 +422,10 @@ add { cat = "close", name = "close 1000 with a 124-byte reason (payload 126) -> 
   send = function(mk) return close(mk, 1000, data.text(124)) end, want = {}, close = 1002 }
 add { cat = "close", name = "close 1000 with a UTF-8 reason",
   send = function(mk) return close(mk, 1000, "\206\186\225\189\185\207\131\206\188\206\181") end, want = {}, close = 1000, answer = true }
-add { cat = "close", name = "close with an invalid UTF-8 reason -> 1007",
-  send = function(mk) return close(mk, 1000, "bye \237\160\128") end, want = {}, close = 1007 }
-add { cat = "close", name = "close with a truncated UTF-8 reason -> 1007",
-  send = function(mk) return close(mk, 1000, "bye \206") end, want = {}, close = 1007 }
+add { cat = "close", name = "close with an invalid UTF-8 reason -> 1002",
+  send = function(mk) return close(mk, 1000, "bye \237\160\128") end, want = {}, close = 1002 }
+add { cat = "close", name = "close with a truncated UTF-8 reason -> 1002",
+  send = function(mk) return close(mk, 1000, "bye \206") end, want = {}, close = 1002 }
 add { cat = "close", name = "message then close in one write: echo before the close",
   send = function(mk) return text(mk, "last words") .. close(mk, 1000) end, want = { T("last words") }, close = 1000, answer = true }
 add { cat = "close", name = "data after close ignored",
