@@ -3,6 +3,7 @@
  * connections. Functions here never yield and never call back into Lua: a
  * call that would block returns false, and the Lua scheduler waits on the
  * object's id before trying again. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@
 #include <lua.h>
 
 #include "conn.h"
+#include "dial.h"
 #include "loop.h"
 #include "server.h"
 #include "tls.h"
@@ -71,20 +73,30 @@ static uint64_t opt_ms(lua_State *L, int t, const char *name, uint64_t dflt) {
   uint64_t v = dflt;
   if (!lua_isnil(L, -1)) {
     lua_Number n = luaL_checknumber(L, -1);
-    if (n < 0 || n > 1e9) luaL_error(L, "option '%s' must be between 0 and 1e9 seconds", name);
+    if (!(n >= 0 && n <= 1e9)) /* NaN too */
+      luaL_error(L, "option '%s' must be between 0 and 1e9 seconds", name);
     v = (uint64_t)(n * 1000 + 0.5);
   }
   lua_pop(L, 1);
   return v;
 }
 
-static uint64_t opt_size(lua_State *L, int t, const char *name, uint64_t dflt, uint64_t min) {
+#define SIZE_LIMIT ((uint64_t)1 << 53) /* every integer below is exact in a double */
+
+/* An optional whole number from min to max in opts[name]; what names the
+ * option and its unit in the error ("option 'level' must be ..."). */
+static uint64_t opt_num(lua_State *L, int t, const char *name, uint64_t dflt, uint64_t min,
+                        uint64_t max, const char *what) {
   lua_getfield(L, t, name);
   uint64_t v = dflt;
   if (!lua_isnil(L, -1)) {
     lua_Number n = luaL_checknumber(L, -1);
-    if (n < (lua_Number)min || n > 9007199254740992.0)
-      luaL_error(L, "option '%s' must be a size of at least %d bytes", name, (int)min);
+    if (!(n >= (lua_Number)min && n <= (lua_Number)max)) { /* NaN too */
+      char range[64]; /* lua_pushfstring knows no 64-bit integers in Lua 5.1 */
+      snprintf(range, sizeof range, "%llu to %llu", (unsigned long long)min,
+               (unsigned long long)max);
+      luaL_error(L, "option '%s' must be %s from %s", name, what, range);
+    }
     v = (uint64_t)n;
   }
   lua_pop(L, 1);
@@ -93,6 +105,11 @@ static uint64_t opt_size(lua_State *L, int t, const char *name, uint64_t dflt, u
 
 /* compression = true | false | { level, window_bits, context_takeover,
  * threshold } */
+static uint64_t opt_size(lua_State *L, int t, const char *name, uint64_t dflt, uint64_t min,
+                         uint64_t max) {
+  return opt_num(L, t, name, dflt, min, max, "a size in bytes");
+}
+
 static void read_compression(lua_State *L, int t, pmd_config *c, int dflt) {
   c->enabled = dflt;
   lua_getfield(L, t, "compression");
@@ -101,15 +118,14 @@ static void read_compression(lua_State *L, int t, pmd_config *c, int dflt) {
     c->enabled = lua_toboolean(L, v);
   } else if (lua_istable(L, v)) {
     c->enabled = 1;
-    c->level = (int)opt_size(L, v, "level", (uint64_t)c->level, 0);
-    c->window_bits = (int)opt_size(L, v, "window_bits", (uint64_t)c->window_bits, 9);
-    c->mem_level = (int)opt_size(L, v, "mem_level", (uint64_t)c->mem_level, 1);
-    c->threshold = (size_t)opt_size(L, v, "threshold", c->threshold, 0);
+    c->level = (int)opt_num(L, v, "level", (uint64_t)c->level, 0, 9, "a zlib level");
+    c->window_bits =
+        (int)opt_num(L, v, "window_bits", (uint64_t)c->window_bits, 9, 15, "a window size in bits");
+    c->mem_level = (int)opt_num(L, v, "mem_level", (uint64_t)c->mem_level, 1, 9, "a zlib memLevel");
+    c->threshold = (size_t)opt_size(L, v, "threshold", c->threshold, 0, SIZE_LIMIT);
     lua_getfield(L, v, "context_takeover");
     if (!lua_isnil(L, -1)) c->context_takeover = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    if (c->level > 9 || c->window_bits > 15 || c->mem_level > 9)
-      luaL_error(L, "option 'compression': level 0-9, window_bits 9-15, mem_level 1-9");
   } else if (!lua_isnil(L, v)) {
     luaL_error(L, "option 'compression' must be a boolean or a table");
   }
@@ -122,9 +138,9 @@ static void read_conn_opts(lua_State *L, int t, conn_opts *o, const char *timeou
   o->pmd.enabled = compress;
   if (lua_isnil(L, t)) return;
   read_compression(L, t, &o->pmd, compress);
-  o->max_message = opt_size(L, t, "max_message", o->max_message, 1);
-  o->max_head = (size_t)opt_size(L, t, "max_head", o->max_head, 256);
-  o->high_water = (size_t)opt_size(L, t, "high_water", o->high_water, 1);
+  o->max_message = opt_size(L, t, "max_message", o->max_message, 1, SIZE_LIMIT);
+  o->max_head = (size_t)opt_size(L, t, "max_head", o->max_head, 256, 1 << 20);
+  o->high_water = (size_t)opt_size(L, t, "high_water", o->high_water, 1, CONN_MAX_HIGH_WATER);
   o->handshake_timeout_ms = opt_ms(L, t, timeout_name, o->handshake_timeout_ms);
   o->close_timeout_ms = opt_ms(L, t, "close_timeout", o->close_timeout_ms);
   o->ping_interval_ms = opt_ms(L, t, "ping_interval", 0);
@@ -170,26 +186,38 @@ static void read_tls_config(lua_State *L, int t, tls_config *cfg, int dflt_verif
   lua_pop(L, 1);
 }
 
-/* A server TLS context from the table at t, or NULL with the error pushed. */
+/* A server TLS context from the table at t, or NULL with the error pushed.
+ * Everything that can raise runs before the context exists, so a bad table
+ * leaks nothing. */
 static tls_ctx *server_tls(lua_State *L, int t) {
   char err[256];
   tls_config cfg;
   t = lua_absindex(L, t);
   read_tls_config(L, t, &cfg, 0);
+  lua_getfield(L, t, "sni");
+  int sni = lua_gettop(L);
+  if (lua_istable(L, sni)) {
+    lua_pushnil(L);
+    while (lua_next(L, sni)) {
+      tls_config host;
+      if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
+        luaL_error(L, "option 'tls.sni' must map host names to {cert=, key=}");
+      read_tls_config(L, lua_gettop(L), &host, 0);
+      lua_pop(L, 1);
+    }
+  } else if (!lua_isnil(L, sni)) {
+    luaL_error(L, "option 'tls.sni' must be a table");
+  }
   tls_ctx *ctx = tls_ctx_new(1, &cfg, err, sizeof err);
   if (!ctx) {
     lua_pushfstring(L, "TLS: %s", err);
     return NULL;
   }
-  lua_getfield(L, t, "sni");
-  if (lua_istable(L, -1)) {
-    int sni = lua_gettop(L);
+  if (lua_istable(L, sni)) {
     lua_pushnil(L);
     while (lua_next(L, sni)) {
-      if (lua_type(L, -2) != LUA_TSTRING || !lua_istable(L, -1))
-        luaL_error(L, "option 'tls.sni' must map host names to {cert=, key=}");
-      /* a name's own certificate; client checks as for the others unless
-       * it says otherwise (OpenSSL verifies with the chosen context) */
+      /* a name's own certificate; client checks as for the others unless it
+       * says otherwise (tls.c applies them when the name is chosen) */
       tls_config host;
       read_tls_config(L, lua_gettop(L), &host, cfg.verify);
       if (!host.ca) host.ca = cfg.ca;
@@ -210,6 +238,7 @@ static tls_ctx *server_tls(lua_State *L, int t) {
 static int l_step(lua_State *L) {
   loop *l = get_loop(L);
   lua_Number t = luaL_optnumber(L, 1, -1);
+  if (t != t) t = 0; /* NaN: step never raises (DESIGN.md), so do not wait */
   int ms = t < 0 ? -1 : t > 1e6 ? 1000000000 : (int)(t * 1000 + 0.5);
   luaL_checktype(L, 2, LUA_TTABLE);
   size_t n = loop_step(l, ms);
@@ -256,6 +285,7 @@ static int l_sleep(lua_State *L) {
   loop *l = get_loop(L);
   int64_t id = (int64_t)luaL_checknumber(L, 1);
   lua_Number s = luaL_checknumber(L, 2);
+  if (s != s) return luaL_argerror(L, 2, "seconds is not a number (NaN)");
   uint64_t ms = s <= 0 ? 0 : s > 1e9 ? (uint64_t)1e12 : (uint64_t)(s * 1000 + 0.5);
   if (loop_sleep(l, id, ms)) return luaL_error(L, "out of memory");
   return 0;
@@ -456,7 +486,7 @@ static int l_dial(lua_State *L) {
     if (failed) return push_error(L, "cannot start TLS");
     lua_pop(L, 1);
   }
-  int rc = conn_dial(c, host, port);
+  int rc = dial_start(c, host, port);
   if (rc) {
     lua_pushnil(L);
     lua_pushfstring(L, "cannot resolve %s: %s", host, uv_strerror(rc));
@@ -507,6 +537,8 @@ static int push_send_result(lua_State *L, int rc) {
     return 1;
   case CONN_NOMEM:
     return push_error(L, "out of memory");
+  case CONN_TOOBIG:
+    return push_error(L, "message too large to send");
   default:
     return push_error(L, "closed");
   }

@@ -1,10 +1,8 @@
-/* The client side of a connection: resolve (never blocking), connect to each
- * address in turn, send the upgrade request, check the response. */
+#include "dial.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-#include "conn.h"
 
 static void try_next(conn *c);
 
@@ -65,7 +63,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   try_next(c);
 }
 
-int conn_dial(conn *c, const char *host, const char *port) {
+int dial_start(conn *c, const char *host, const char *port) {
   struct addrinfo hints;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;

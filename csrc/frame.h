@@ -6,6 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* core.so exports luaopen_duplex_core only: a host that links a library
+ * with names like tls_read must not capture our calls */
+#pragma GCC visibility push(hidden)
+
 enum frame_opcode {
   FRAME_CONT = 0x0,
   FRAME_TEXT = 0x1,
@@ -62,5 +66,7 @@ int frame_close_code_ok(unsigned code);
 
 /* 1 when a local endpoint may send this code (same set as the peer). */
 static inline int frame_close_code_sendable(unsigned code) { return frame_close_code_ok(code); }
+
+#pragma GCC visibility pop
 
 #endif

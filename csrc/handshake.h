@@ -8,6 +8,10 @@
 
 #include "buf.h"
 
+/* core.so exports luaopen_duplex_core only: a host that links a library
+ * with names like tls_read must not capture our calls */
+#pragma GCC visibility push(hidden)
+
 enum {
   HS_MAX_HEADERS = 64,
   HS_KEY_LEN = 24,   /* base64 of 16 bytes */
@@ -108,5 +112,7 @@ int hs_make_key(char out[HS_KEY_LEN + 1]);
 int hs_check_response(const hs_head *h, const char *key, const char *const *offered,
                       size_t noffered, const char **protocol, size_t *protocol_len,
                       const char **why);
+
+#pragma GCC visibility pop
 
 #endif

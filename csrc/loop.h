@@ -10,6 +10,10 @@
 
 #include "buf.h"
 
+/* core.so exports luaopen_duplex_core only: a host that links a library
+ * with names like tls_read must not capture our calls */
+#pragma GCC visibility push(hidden)
+
 struct conn;
 
 /* One read buffer per loop, so idle connections hold none; large enough
@@ -110,5 +114,7 @@ int loop_timeout(loop *l);
 /* 1 while anything (listener, connection, sleeper, queued output) keeps the
  * loop alive. */
 int loop_alive(loop *l);
+
+#pragma GCC visibility pop
 
 #endif

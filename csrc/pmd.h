@@ -10,6 +10,10 @@
 #include "buf.h"
 #include "handshake.h"
 
+/* core.so exports luaopen_duplex_core only: a host that links a library
+ * with names like tls_read must not capture our calls */
+#pragma GCC visibility push(hidden)
+
 /* What one side wants. */
 typedef struct pmd_config {
   int enabled;
@@ -65,5 +69,7 @@ unsigned pmd_inflate(pmd *p, const uint8_t *data, size_t n, size_t max, buf *out
 
 /* Whether a message of n bytes should be compressed. */
 int pmd_wants(const pmd *p, size_t n);
+
+#pragma GCC visibility pop
 
 #endif

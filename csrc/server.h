@@ -8,6 +8,10 @@
 #include "conn.h"
 #include "loop.h"
 
+/* core.so exports luaopen_duplex_core only: a host that links a library
+ * with names like tls_read must not capture our calls */
+#pragma GCC visibility push(hidden)
+
 typedef struct server_opts {
   conn_opts conn;
   const char *const *protocols; /* our subprotocols, in order of preference */
@@ -63,5 +67,7 @@ void server_unlink(server *s, conn *c);
 
 /* conn.c: bytes arrived on a connection in CONN_HANDSHAKE. */
 void server_on_head(conn *c, const char *data, size_t n);
+
+#pragma GCC visibility pop
 
 #endif

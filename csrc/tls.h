@@ -9,6 +9,10 @@
 
 #include "buf.h"
 
+/* core.so exports luaopen_duplex_core only: a host that links a library
+ * with names like tls_read must not capture our calls */
+#pragma GCC visibility push(hidden)
+
 typedef struct tls_ctx tls_ctx;
 typedef struct tls tls;
 
@@ -68,5 +72,7 @@ const char *tls_error(const tls *t);
 
 /* The peer's certificate subject, "" when none. */
 void tls_peer_subject(const tls *t, char *out, size_t size);
+
+#pragma GCC visibility pop
 
 #endif

@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* core.so exports luaopen_duplex_core only: a host that links a library
+ * with names like tls_read must not capture our calls */
+#pragma GCC visibility push(hidden)
+
 enum {
   UTF8_ACCEPT = 0, /* at a character boundary: a complete message may end here */
   UTF8_REJECT = 1  /* sticky: some byte fed so far can never be valid */
@@ -22,5 +26,7 @@ utf8_state utf8_feed(utf8_state s, const uint8_t *p, size_t n);
 
 /* Whole-buffer check: 1 when p[0..n) is complete, valid UTF-8. */
 int utf8_valid(const uint8_t *p, size_t n);
+
+#pragma GCC visibility pop
 
 #endif

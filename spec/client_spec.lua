@@ -29,6 +29,17 @@ describe("the client handshake", function()
       assert.are.equal("http://example.test", req.headers["origin"])
       assert.are.equal("superchat", r.ws.protocol)
       assert.matches("^127%.0%.0%.1:" .. rs.port .. "$", r.ws.remote)
+      -- what we asked for and what the server answered
+      local sent = r.ws.request
+      assert.are.equal("GET", sent.method)
+      assert.are.equal("/room?id=7", sent.target)
+      assert.are.equal("/room", sent.path)
+      assert.are.equal("id=7", sent.query)
+      assert.are.equal("abc", sent.headers["x-token"])
+      assert.are.equal("http://example.test", sent.headers["origin"])
+      assert.are.equal(101, r.ws.response.status)
+      assert.are.equal("superchat", r.ws.response.headers["sec-websocket-protocol"])
+      assert.are.equal("websocket", r.ws.response.headers["upgrade"]:lower())
       -- a fresh key per connection
       local r2 = helpers.connect_async(rs:url())
       local peer2, req2 = rs:handshake()

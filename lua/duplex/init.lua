@@ -4,7 +4,7 @@ local scheduler = require "duplex.scheduler"
 local WS = require "duplex.ws"
 local url = require "duplex.url"
 
-local type, error, tostring, select, setmetatable = type, error, tostring, select, setmetatable
+local type, error, tostring, select, setmetatable, pairs = type, error, tostring, select, setmetatable, pairs
 local io = io
 
 local duplex = { _VERSION = "duplex scm" }
@@ -100,6 +100,7 @@ end
 -- Client ------------------------------------------------------------------
 
 function duplex.connect(target, opts)
+  if type(target) ~= "string" then error("bad argument #1 to 'connect' (URL string expected, got " .. type(target) .. ")", 2) end
   opts = check_opts(opts, "connect")
   local u, err = url.parse(target)
   if not u then return nil, err end
@@ -121,10 +122,15 @@ function duplex.connect(target, opts)
     end
     wait(id)
   end
-  local path = split_target(u.target)
+  local path, query = split_target(u.target)
+  local sent = {}
+  for name, value in pairs(opts.headers or {}) do sent[name:lower()] = value end
+  if opts.origin then sent.origin = opts.origin end
+  local status, reason, headers = c:head() -- the 101 answer; frees its buffer
   return WS.wrap(c, {
     url = target,
-    request = { method = "GET", target = u.target, path = path, headers = {} },
+    request = { method = "GET", target = u.target, path = path, query = query, headers = sent },
+    response = { status = status, reason = reason, headers = headers or {} },
   })
 end
 

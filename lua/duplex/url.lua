@@ -3,7 +3,6 @@ local M = {}
 
 -- Returns a table { secure, host, port, target, host_header } or nil, err.
 function M.parse(url)
-  if type(url) ~= "string" then return nil, "URL must be a string" end
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
   if not scheme then return nil, "invalid URL: " .. url end
   scheme = scheme:lower()
