@@ -24,6 +24,7 @@ CORE_SRC := $(PROTO_SRC) csrc/loop.c csrc/conn.c csrc/server.c csrc/dial.c csrc/
 CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 CTESTS := $(patsubst csrc/test/%.c,build/ctest/%,$(wildcard csrc/test/test_*.c))
 FUZZ_SECONDS ?= 30
+PORT ?= 8080
 
 .PHONY: all deps test ctest spec run rock fuzz clean help format bench
 
@@ -32,7 +33,7 @@ all: duplex/core.so
 help:
 	@echo "make            build duplex/core.so for LUA=$(LUA) (lua5.1 lua5.2 lua5.3 lua5.4 luajit)"
 	@echo "make test       install what is missing, build, run every suite for LUAS=\"$(LUAS)\""
-	@echo "make run        build and start the chat example on http://127.0.0.1:8080/"
+	@echo "make run        build and start the chat example on http://127.0.0.1:$(PORT)/ (PORT=0: any free port)"
 	@echo "make fuzz       run each libFuzzer target for FUZZ_SECONDS=$(FUZZ_SECONDS)"
 
 deps:
@@ -68,7 +69,7 @@ spec: $(BUILD)/duplex/core.so
 
 run: deps
 	@$(MAKE) --no-print-directory LUA=$(LUA) $(BUILD)/duplex/core.so
-	LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/chat.lua
+	LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/chat.lua $(PORT)
 
 rock: deps
 	@bash .ci/rock

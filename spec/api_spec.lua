@@ -80,6 +80,11 @@ describe("duplex round trips", function()
       local server = helpers.echo_server()
       local ws = assert(helpers.connect(helpers.url(server.port), { high_water = 32 * 1024 }))
       local senders, per = 4, 40
+      -- sizes vary so that some sends have to wait for the queue, and some
+      -- messages are larger than high_water by themselves
+      local function size_of(i)
+        return (i % 4 == 0) and 100000 or (i % 4 == 1) and 10 or (i % 4 == 2) and 3000 or 20000
+      end
       local received, finished = {}, 0
       local expected = senders * per
       duplex.spawn(function()
@@ -92,8 +97,7 @@ describe("duplex round trips", function()
       for s = 1, senders do
         duplex.spawn(function()
           for i = 1, per do
-            -- sizes vary so that some sends have to wait for the queue
-            local size = (i % 3 == 0) and 20000 or (i % 3 == 1) and 10 or 3000
+            local size = size_of(i)
             local head = s .. ":" .. i .. ":"
             assert(ws:send(head .. ("x"):rep(size - #head)))
             if i % 7 == 0 then duplex.sleep(0) end
@@ -109,8 +113,7 @@ describe("duplex round trips", function()
         local s, i, rest = msg:match("^(%d+):(%d+):(x*)$")
         assert.truthy(s, "a message came back mangled")
         s, i = tonumber(s), tonumber(i)
-        local size = (i % 3 == 0) and 20000 or (i % 3 == 1) and 10 or 3000
-        assert.are.equal(size, #msg)
+        assert.are.equal(size_of(i), #msg)
         assert.are.equal(next_of[s], i)
         next_of[s] = i + 1
         assert.truthy(rest)
@@ -693,6 +696,16 @@ describe("the scheduler", function()
     local echoed
     duplex.run(function()
       local server = helpers.echo_server()
+      -- a watchdog, so that a hang fails here instead of stalling the suite;
+      -- it sleeps in steps so that it ends with the rest
+      duplex.spawn(function()
+        local deadline = duplex.now() + 5
+        while not echoed and duplex.now() < deadline do duplex.sleep(0.05) end
+        if not echoed then
+          server:close()
+          duplex.stop()
+        end
+      end)
       local ws = assert(helpers.connect(helpers.url(server.port)))
       ws:send("bye")
       echoed = ws:receive()
@@ -720,9 +733,9 @@ describe("the scheduler", function()
         duplex.sleep(0.05)
         duplex.stop()
       end)
-      duplex.sleep(0.2)
+      duplex.sleep(0.6)
     end)
-    assert.is_true(socket.gettime() - t0 < 0.15)
+    assert.is_true(socket.gettime() - t0 < 0.45, "run returned after the sleep, not at stop()")
     assert.is_true(helpers.drain(1))
   end)
 end)

@@ -402,6 +402,52 @@ describe("permessage-deflate", function()
   end)
 
   describe("on the wire", function()
+    -- our client against a raw server that answers with `answer`; returns
+    -- the payloads of the frames our client sent for `messages`
+    local function client_frames(answer, messages)
+      local rs = helpers.raw_server()
+      local r = helpers.connect_async(rs:url(), { compression = true })
+      local peer = rs:handshake({ headers = { "Sec-WebSocket-Extensions: " .. answer } })
+      assert.truthy(helpers.wait_until(function() return r.done end, 3))
+      assert.truthy(r.ws, r.err)
+      assert.is_true(r.ws.compression)
+      local payloads = {}
+      for i, m in ipairs(messages) do
+        assert(r.ws:send(m, "binary"))
+        local f = read_data(peer)
+        assert.equal(4, f.rsv)
+        assert.is_true(f.masked)
+        payloads[i] = f.payload
+      end
+      r.ws:abort()
+      peer:close()
+      rs:close()
+      return payloads
+    end
+
+    it("has our client honour client_max_window_bits=9 and client_no_context_takeover", function()
+      run(function()
+        -- x comes back 1000 bytes later: a window above 9 bits would refer to
+        -- it, which an inflater with a 512-byte window cannot follow
+        local x, y = random_bytes(400, 7), random_bytes(600, 8)
+        local m = x .. y .. x
+        local got = client_frames("permessage-deflate; server_max_window_bits=12; client_max_window_bits=9; "
+          .. "client_no_context_takeover", { m, m, m })
+        -- every message stands alone, in a 9-bit window
+        assert.are.same({ m, m, m }, inflate(got, { takeover = false, wbits = 9 }))
+        assert.is_true(#got[3] > #m * 0.9, "message 3 was " .. #got[3] .. " bytes: it used the context")
+      end)
+    end)
+
+    it("has our client keep its context by default, so repeated messages shrink", function()
+      run(function()
+        local got = client_frames("permessage-deflate; server_max_window_bits=12", { JSON200, JSON200, JSON200 })
+        assert.are.same({ JSON200, JSON200, JSON200 }, inflate(got, { takeover = true, wbits = 12 }))
+        assert.is_true(#got[2] * 4 < #got[1], ("%d then %d bytes"):format(#got[1], #got[2]))
+        assert.is_true(#got[3] * 4 < #got[1], ("%d then %d bytes"):format(#got[1], #got[3]))
+      end)
+    end)
+
     it("inflates what a raw client sends and compresses what it echoes, text and binary, 1 MiB too", function()
       run(function()
         local server, log = recording_server({ compression = { window_bits = 15 } })

@@ -1,5 +1,7 @@
--- Interop with a real browser: headless Chromium against the chat example
--- (examples/chat.lua, loaded as a module and served from this process).
+-- Interop with a real browser: headless Chromium against the chat example,
+-- started by `make run` itself (two tabs driven over the DevTools protocol by
+-- spec/interop/chat_tabs.py), and loaded as a module and served from this
+-- process (with test pages of its own).
 -- Chromium runs in the background with --dump-dom; the test pages in
 -- spec/interop/ report their verdict both into the DOM (which the dump
 -- shows) and to /report on our server. /hold answers only once the report
@@ -86,6 +88,37 @@ describe("interop with headless Chromium", function()
     assert(rc == 0, "chromium did not finish cleanly: " .. support.describe(p))
     return seen.report, dom
   end
+
+  -- The Lua under test, as `make run` names it.
+  local LUA = rawget(_G, "jit") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+
+  it("`make run` serves the chat page, and two tabs chat through it with a Lua client in the room", function()
+    support.run(function()
+      -- SANITIZE= : the plain build, as a user gets it (this Lua may be the
+      -- sanitized one, whose preload Chromium and make must not inherit)
+      local server = support.start({ "make", "--no-print-directory", "run", "SANITIZE=", "LUA=" .. LUA, "PORT=0" }, 90)
+      local port = support.wait_for_output(server, "chat on http://127%.0%.0%.1:(%d+)/", 60)
+      assert(port, "make run did not start the chat: " .. support.describe(server))
+      local bot = assert(duplex.connect(("ws://127.0.0.1:%s/chat?nick=lua-bot"):format(port)))
+      local tabs = support.start({ support.PYTHON, "spec/interop/chat_tabs.py", CHROMIUM,
+        ("http://127.0.0.1:%s/"):format(port), profile }, 45)
+      local rc, out = support.wait(tabs, 45)
+      assert(rc == 0, "the tabs did not chat: " .. support.describe(tabs))
+      local f = support.fields(out)
+      assert.equal("2", f.online)
+      assert.equal("hello from tab-a", f.b_got)
+      assert.equal("and back from tab-b", f.a_got)
+      -- the Lua client in the same room saw the browsers come and speak
+      local seen = {}
+      while not (seen.a and seen.b) do
+        local msg = bot:receive()
+        assert(msg, "the room closed before the bot heard both tabs")
+        if msg:find('"nick":"tab-a","text":"hello from tab-a \226\156\147"', 1, true) then seen.a = true end
+        if msg:find('"nick":"tab-b","text":"and back from tab-b"', 1, true) then seen.b = true end
+      end
+      assert.is_true(bot:close())
+    end, 120)
+  end)
 
   it("lets two WebSockets in one page chat, and echoes text, binary, empty and 1 MiB messages", function()
     support.run(function()

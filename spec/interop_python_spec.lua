@@ -118,13 +118,15 @@ describe("interop with Python websockets " .. tostring(version), function()
   describe("as a server for our client", function()
     -- Starts ws_server.py, connects to it and runs fn(ws); returns the
     -- server's key=value fields once it has exited.
-    local function python_server(fn)
+    local function python_server(fn, opts)
       local fields
       support.run(function()
         local p = support.start({ PY, SERVER_PY }, 25)
         local port = support.wait_for_output(p, "port=(%d+)\n", 15)
         assert(port, "python server did not start: " .. support.describe(p))
-        local ws, err = duplex.connect(("ws://127.0.0.1:%s/py?x=1"):format(port), { protocols = { "chat" } })
+        local o = { protocols = { "chat" } }
+        for k, v in pairs(opts or {}) do o[k] = v end
+        local ws, err = duplex.connect(("ws://127.0.0.1:%s/py?x=1"):format(port), o)
         assert(ws, err)
         fn(ws)
         local rc, out = support.wait(p, 15)
@@ -182,8 +184,20 @@ describe("interop with Python websockets " .. tostring(version), function()
         assert.equal("text", kind)
         assert(ws:ping("still there?"))
         echo(ws, "after ping")
+        -- Python pings us and waits for the pong that carries its payload
+        assert(ws:send("ping-me"))
+        assert.equal("pong=ok", (ws:receive()))
         assert.is_true(ws:close())
       end)
+    end)
+
+    it("gets Python's pongs to our keepalive pings", function()
+      python_server(function(ws)
+        duplex.sleep(1.2) -- about 6 pings; a missing pong fails us with 1011
+        assert.equal("open", ws.state)
+        echo(ws, "still open")
+        assert.is_true(ws:close())
+      end, { ping_interval = 0.2, ping_timeout = 1 })
     end)
 
     it("sees the server's close code and reason", function()

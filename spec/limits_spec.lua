@@ -98,7 +98,7 @@ describe("keepalive", function()
     run(function()
       -- a roomy timeout: a loaded machine may stall the process for a while,
       -- and libuv runs due timers before it reads the pong already waiting
-      local server = helpers.echo_server({ ping_interval = 0.1, ping_timeout = 0.3 })
+      local server = helpers.echo_server({ ping_interval = 0.1, ping_timeout = 1 })
       local raw = helpers.raw_ws_client(server.port)
       local pings = 0
       local t0 = duplex.now()
@@ -194,8 +194,8 @@ describe("keepalive", function()
 
   it("keeps our own client and server alive with keepalive on both sides", function()
     run(function()
-      local server = helpers.echo_server({ ping_interval = 0.05, ping_timeout = 0.3 })
-      local ws = assert(helpers.connect(helpers.url(server.port), { ping_interval = 0.05, ping_timeout = 0.3 }))
+      local server = helpers.echo_server({ ping_interval = 0.05, ping_timeout = 1 })
+      local ws = assert(helpers.connect(helpers.url(server.port), { ping_interval = 0.05, ping_timeout = 1 }))
       duplex.sleep(0.4)
       assert.are.equal("open", ws.state)
       ws:send("ok")

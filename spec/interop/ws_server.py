@@ -8,6 +8,8 @@ one connection, then prints what it saw as `key=value` lines and `OK` and
 exits; gives up after 20 seconds. The handler echoes every message, except:
   "frag"      -> replies with a text message sent as three fragments
   "close-me"  -> closes with 4003 "py-bye"
+  "ping-me"   -> pings with payload b"py-ping", waits (5 s at most) for the
+                 matching pong and replies "pong=ok"
 """
 import asyncio
 import sys
@@ -25,6 +27,10 @@ async def handler(ws):
         async for msg in ws:
             if msg == "frag":
                 await ws.send(["one ", "two ", "three"])
+            elif msg == "ping-me":
+                pong = await ws.ping(b"py-ping")
+                await asyncio.wait_for(pong, 5)
+                await ws.send("pong=ok")
             elif msg == "close-me":
                 await ws.close(4003, "py-bye")
                 break
