@@ -479,13 +479,15 @@ static void sink_ping(void *ud, const uint8_t *data, size_t len) {
   c->pong_len = (uint8_t)len;
 }
 
+/* Any bytes from the peer tell keepalive that it is there (c->heard); the
+ * pong it waits for also starts the next quiet interval at once, rather than
+ * at the pong deadline. Unsolicited pongs are allowed and need nothing. */
 static void sink_pong(void *ud, const uint8_t *data, size_t len) {
   conn *c = ud;
   (void)data, (void)len;
-  if (!c->awaiting_pong) return; /* unsolicited pongs are allowed and ignored */
+  if (!c->awaiting_pong || c->state != CONN_OPEN) return;
   c->awaiting_pong = 0;
-  if (c->state == CONN_OPEN && c->opts.ping_interval_ms)
-    conn_arm_timer(c, c->opts.ping_interval_ms);
+  conn_arm_timer(c, c->opts.ping_interval_ms);
 }
 
 /* Answers the peer's close frame (echoing its code) and ends the connection. */
@@ -616,10 +618,46 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     on_eof(c, n);
     return;
   }
+  c->heard = uv_now(&c->loop->uv);
   if (c->tls)
     tls_input(c, b->base, (size_t)n);
   else
     dispatch(c, b->base, (size_t)n);
+}
+
+/* Keepalive: a ping once the peer has been quiet for ping_interval; then
+ * anything it sends within ping_timeout (the pong, or any other bytes) shows
+ * it is there, and silence fails the connection with 1011. */
+static void keepalive(conn *c) {
+  uint64_t now = uv_now(&c->loop->uv);
+  if (c->awaiting_pong && c->heard < c->ping_sent) {
+    if (!c->reading) {
+      /* reading is paused because the handler is behind: whatever the peer
+       * sent waits unread, so its silence says nothing */
+      conn_arm_timer(c, c->opts.ping_timeout_ms);
+    } else if (!c->pong_grace) {
+      /* libuv runs timers before reading: a pong already waiting in the
+       * socket (after the process stalled) gets this loop iteration */
+      c->pong_grace = 1;
+      conn_arm_timer(c, 0);
+    } else {
+      c->error = "keepalive ping timed out";
+      c->fail_code = FRAME_CLOSE_INTERNAL;
+      fail_now(c);
+    }
+    return;
+  }
+  c->awaiting_pong = 0;
+  uint64_t quiet = now - c->heard;
+  if (quiet < c->opts.ping_interval_ms) {
+    conn_arm_timer(c, c->opts.ping_interval_ms - quiet);
+    return;
+  }
+  c->awaiting_pong = 1;
+  c->pong_grace = 0;
+  c->ping_sent = now;
+  queue_frame(c, FRAME_PING, 0, NULL, 0);
+  conn_arm_timer(c, c->opts.ping_timeout_ms);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -635,24 +673,8 @@ static void on_timer(uv_timer_t *t) {
       finish_close(c);
     } else if (c->fail_pending) {
       fail_now(c);
-    } else if (c->awaiting_pong && !c->reading) {
-      /* reading is paused because the handler is behind: the pong may be
-       * waiting unread, so that is no sign of a dead peer */
-      conn_arm_timer(c, c->opts.ping_timeout_ms);
-    } else if (c->awaiting_pong && !c->pong_grace) {
-      /* libuv runs timers before reading: a pong already waiting in the
-       * socket (after the process stalled) gets this loop iteration */
-      c->pong_grace = 1;
-      conn_arm_timer(c, 0);
-    } else if (c->awaiting_pong) {
-      c->error = "keepalive ping timed out";
-      c->fail_code = FRAME_CLOSE_INTERNAL;
-      fail_now(c);
     } else if (c->opts.ping_interval_ms) {
-      c->awaiting_pong = 1;
-      c->pong_grace = 0;
-      queue_frame(c, FRAME_PING, 0, NULL, 0);
-      conn_arm_timer(c, c->opts.ping_timeout_ms);
+      keepalive(c);
     }
     break;
   case CONN_CLOSING:
@@ -675,6 +697,7 @@ void conn_open(conn *c, const uint8_t *rest, size_t rest_len) {
   c->proto.msg_reserve = offsetof(conn_msg, data);
   if (c->pmd) c->proto.rsv_allowed = FRAME_RSV1;
   uv_timer_stop(&c->timer);
+  c->heard = uv_now(&c->loop->uv);
   if (c->opts.ping_interval_ms) conn_arm_timer(c, c->opts.ping_interval_ms);
   wake(c);
   conn_start_reading(c);

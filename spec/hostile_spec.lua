@@ -378,7 +378,10 @@ describe("a peer that floods and never reads", function()
       sent = tonumber(line:match("^flooder %a+ (%d+)"))
       note("%s flood: %d KiB sent in 2 s by a peer that never reads; server RSS %d KiB -> peak %d KiB (+%d KiB)",
         kind, math.floor(sent / 1024), base, peak, peak - base)
-      assert.is_true(peak <= base + 8 * 1024, "RSS grew by " .. (peak - base) .. " KiB")
+      -- ASan's quarantine keeps freed blocks resident: a looser bound there,
+      -- which still tells a bounded queue from the unbounded one (~1 GB)
+      local bound = SANITIZED and 96 * 1024 or 8 * 1024
+      assert.is_true(peak <= base + bound, "RSS grew by " .. (peak - base) .. " KiB")
       helpers.check_echo(sub.port)
     end, 20)
     return sent

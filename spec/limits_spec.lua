@@ -121,6 +121,34 @@ describe("keepalive", function()
     end)
   end)
 
+  it("counts any traffic from the peer as a sign of life, so pings wait for silence", function()
+    run(function()
+      local server = helpers.echo_server({ ping_interval = 0.2, ping_timeout = 0.2 })
+      local raw = helpers.raw_ws_client(server.port)
+      -- a message every 50 ms for 0.8 s: never 0.2 s of silence, so no ping
+      local t0 = duplex.now()
+      while duplex.now() - t0 < 0.8 do
+        assert(raw:send_frame({ opcode = 1, payload = "chatter" }))
+        local f = assert(raw:read_frame(1))
+        assert.are.equal(1, f.opcode, "a ping came although the peer kept talking")
+        duplex.sleep(0.05)
+      end
+      -- then silence: a ping about 0.2 s later, and we answer it with data
+      -- instead of a pong, which keeps the connection too
+      local ping = assert(raw:read_frame(1))
+      assert.are.equal(9, ping.opcode)
+      assert(raw:send_frame({ opcode = 1, payload = "not a pong" }))
+      local f = assert(raw:read_frame(1))
+      assert.are.equal("not a pong", f.payload)
+      duplex.sleep(0.3)
+      assert(raw:send_frame({ opcode = 1, payload = "still open" }))
+      repeat f = assert(raw:read_frame(1)) until f.opcode ~= 9
+      assert.are.equal("still open", f.payload)
+      raw:close()
+      server:close()
+    end)
+  end)
+
   it("has our client fail a server that never answers pings (1011)", function()
     run(function()
       local rs = helpers.raw_server()

@@ -99,10 +99,11 @@ async def run():
     try:
         async with websockets.connect(await devtools_url(proc), max_size=None) as ws:
             b = Browser(ws)
-            a_tab = await b.open_tab(page + "?nick=tab-a")
-            b_tab = await b.open_tab(page + "?nick=tab-b")
             online = 'document.getElementById("status").className === "online"'
+            # one after the other, so that tab-a is in the room to see tab-b come
+            a_tab = await b.open_tab(page + "?nick=tab-a")
             await b.until(a_tab, online, "tab-a to be online")
+            b_tab = await b.open_tab(page + "?nick=tab-b")
             await b.until(b_tab, online, "tab-b to be online")
             await b.until(a_tab, shows("tab-b joined"), "tab-a to see tab-b join")
             print("online=2", flush=True)
