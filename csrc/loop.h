@@ -55,16 +55,15 @@ typedef struct loop {
    * last one in one write per connection (corking). */
   struct conn *dirty;
   int closing;
-  /* random bytes for client masking keys, refilled from OpenSSL */
-  struct tls_ctx *tls_client;
+  struct tls_ctx *tls_client; /* default client TLS config, made on first use */
   buf zbuf; /* scratch for compressing one message */
   /* Large message and write buffers come and go at a high rate; giving each
    * back to malloc makes glibc trim and regrow its heap (page faults on every
    * message). A few spares live here instead, so idle connections still
    * hold none. */
   loop_block spares[LOOP_SPARES];
-  size_t nspares, spare_bytes; /* default client TLS config, made on first use */
-  uint8_t pool[256];
+  size_t nspares, spare_bytes;
+  uint8_t pool[256]; /* random bytes for client masking keys, refilled from OpenSSL */
   size_t pool_left;
   uint8_t readbuf[LOOP_READ_SIZE];
 } loop;
