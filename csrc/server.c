@@ -182,6 +182,12 @@ void server_on_head(conn *c, const char *data, size_t n) {
   conn_mark_dirty(c);
   enqueue(s, c);
   conn_open(c, (const uint8_t *)c->head.data + len, c->head.len - (size_t)len);
+  /* the head waits for Lua to ask for ws.request: keep it and no more */
+  char *head = c->head.cap > c->head_len ? realloc(c->head.data, c->head_len) : NULL;
+  if (head) {
+    c->head.data = head;
+    c->head.len = c->head.cap = c->head_len;
+  }
 }
 
 server *server_listen(loop *l, const char *host, int port, const server_opts *o, int *err) {

@@ -240,6 +240,26 @@ describe("handshake details", function()
     end)
   end)
 
+  -- ws.request is built from the head the C side keeps, on first use
+  it("gives the same ws.request when first read after the connection ended", function()
+    run(function()
+      local req, first, again
+      local server = helpers.serve({}, function(ws)
+        ws:wait_closed()
+        req = ws.request
+        first, again = req.path, ws.request
+      end)
+      local ws = assert(helpers.connect(helpers.url(server.port, "/late?q=1"), { headers = { ["X-Late"] = "1" } }))
+      assert.is_true(ws:close())
+      assert.truthy(helpers.wait_until(function() return req end, 2))
+      assert.are.equal("/late", first)
+      assert.are.equal("q=1", req.query)
+      assert.are.equal("1", req.headers["x-late"])
+      assert.are.equal(req, again) -- built once
+      server:close()
+    end)
+  end)
+
   it("serves and connects over IPv6 on ::1", function()
     local probe = socket.tcp6 and socket.tcp6()
     local can = probe and probe:bind("::1", 0)

@@ -4,7 +4,8 @@ local scheduler = require "duplex.scheduler"
 local WS = require "duplex.ws"
 local url = require "duplex.url"
 
-local type, error, tostring, select, setmetatable, pairs = type, error, tostring, select, setmetatable, pairs
+local type, error, tostring, select, setmetatable, pairs, rawget =
+  type, error, tostring, select, setmetatable, pairs, rawget
 local io = io
 
 local duplex = { _VERSION = "duplex scm" }
@@ -21,10 +22,7 @@ local function stderr_handler(_, _, trace)
   io.stderr:write("duplex: error in handler: ", trace, "\n")
 end
 
-local function split_target(target)
-  local path, query = target:match("^([^?]*)%??(.*)$")
-  return path, query ~= "" and query or nil
-end
+local split_target, request_of = WS.split_target, WS.request_of
 
 -- Server ------------------------------------------------------------------
 
@@ -41,24 +39,29 @@ function Server:reload_tls(tls)
   return self._s:reload_tls(tls)
 end
 
-local function request_of(c)
-  local method, target, headers = c:head()
-  local path, query = split_target(target or "/")
-  return { method = method, target = target, path = path, query = query, headers = headers }
+-- Shared by every connection, so that an idle one costs no closures: the
+-- handler and ws are the coroutine's arguments, and a failed coroutine
+-- finds its ws here.
+local ws_of = setmetatable({}, { __mode = "k" })
+
+local function run_handler(handler, ws)
+  handler(ws)
+  if ws.state ~= "closed" then ws:close() end
+end
+
+local function handler_failed(co, err, trace)
+  local ws = ws_of[co]
+  -- an internal error: tell the peer (1011) and let the close finish on its
+  -- own (the waiting coroutine keeps ws alive until then)
+  rawget(ws, "_c"):close(1011, "internal error")
+  spawn(ws.wait_closed, nil, ws)
+  ;(rawget(ws, "_on_error") or stderr_handler)(ws, err, trace)
 end
 
 local function serve_websocket(c, opts, handler)
-  local ws = WS.wrap(c, { request = request_of(c) })
-  spawn(function()
-    handler(ws)
-    if ws.state ~= "closed" then ws:close() end
-  end, function(_, err, trace)
-    local report = opts.on_error or stderr_handler
-    -- an internal error: tell the peer (1011) and let the close finish on its own
-    c:close(1011, "internal error")
-    spawn(function() ws:wait_closed() end)
-    report(ws, err, trace)
-  end)
+  local ws = WS.wrap(c) -- ws.request is built when first read
+  ws._on_error = opts.on_error
+  ws_of[spawn(run_handler, handler_failed, handler, ws)] = ws
 end
 
 local function serve_http(c, opts)

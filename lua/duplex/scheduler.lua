@@ -3,11 +3,13 @@
 -- coroutines waiting on those ids, which retry their non-blocking C call.
 local core = require "duplex.core"
 
-local coroutine, debug, io, select, unpack = coroutine, debug, io, select, unpack or table.unpack
+local coroutine, debug, io, select, type, pairs, pcall, tostring, setmetatable =
+  coroutine, debug, io, select, type, pairs, pcall, tostring, setmetatable
+local unpack = rawget(table, "unpack") or rawget(_G, "unpack")
 
 local M = {}
 
-local waiting = {}  -- id -> array of coroutines parked on it
+local waiting = {}  -- id -> the coroutine parked on it, or an array of them
 local runq, runq_head, runq_tail = {}, 1, 0  -- coroutines to resume, FIFO
 local args = {}  -- coroutine -> packed arguments for its first resume
 local on_error = setmetatable({}, { __mode = "k" })  -- coroutine -> function(co, err)
@@ -64,11 +66,14 @@ function M.wait(id)
   if not co then
     error("duplex: this call waits, so it must run inside a coroutine (use duplex.run or duplex.spawn)", 3)
   end
-  local list = waiting[id]
-  if list then
-    list[#list + 1] = co
+  -- one waiter is the common case: no table for it
+  local w = waiting[id]
+  if w == nil then
+    waiting[id] = co
+  elseif type(w) == "thread" then
+    waiting[id] = { w, co }
   else
-    waiting[id] = { co }
+    w[#w + 1] = co
   end
   coroutine.yield()
 end
@@ -80,10 +85,14 @@ function M.sleep(seconds)
 end
 
 local function wake(id)
-  local list = waiting[id]
-  if list then
+  local w = waiting[id]
+  if w then
     waiting[id] = nil
-    for i = 1, #list do enqueue(list[i]) end
+    if type(w) == "thread" then
+      enqueue(w)
+    else
+      for i = 1, #w do enqueue(w[i]) end
+    end
   end
 end
 
