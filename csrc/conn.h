@@ -80,7 +80,7 @@ typedef struct conn {
   uv_timer_t timer; /* handshake, keepalive, close and teardown deadlines */
   loop *loop;
   int64_t id;
-  uint64_t woken; /* loop->wake_gen when last put on the ready list */
+  uint64_t woken;     /* loop->wake_gen when last put on the ready list */
   uint64_t heard;     /* uv_now() when the peer last sent anything (keepalive) */
   uint64_t ping_sent; /* uv_now() when the keepalive ping went out */
   conn_opts opts;

@@ -56,7 +56,7 @@ typedef struct loop {
   struct conn *dirty;
   int closing;
   struct tls_ctx *tls_client; /* default client TLS config, made on first use */
-  buf zbuf; /* scratch for compressing one message */
+  buf zbuf;                   /* scratch for compressing one message */
   /* Large message and write buffers come and go at a high rate; giving each
    * back to malloc makes glibc trim and regrow its heap (page faults on every
    * message). A few spares live here instead, so idle connections still

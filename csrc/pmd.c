@@ -266,6 +266,14 @@ void pmd_free(pmd *p) {
 
 int pmd_wants(const pmd *p, size_t n) { return n >= p->threshold; }
 
+int pmd_same_output(const pmd *a, const pmd *b) {
+  return a->prm.deflate_reset && b->prm.deflate_reset &&
+         a->prm.deflate_bits == b->prm.deflate_bits && a->level == b->level &&
+         a->mem_level == b->mem_level && a->threshold == b->threshold;
+}
+
+int pmd_holds_state(const pmd *p) { return p->def != NULL || p->inf != NULL; }
+
 int pmd_deflate(pmd *p, const uint8_t *data, size_t n, buf *out) {
   /* An empty message is one byte, the start of an empty stored block that the
    * receiver's 00 00 ff ff completes (RFC 7692 7.2.3.6). zlib would write

@@ -70,6 +70,15 @@ unsigned pmd_inflate(pmd *p, const uint8_t *data, size_t n, size_t max, buf *out
 /* Whether a message of n bytes should be compressed. */
 int pmd_wants(const pmd *p, size_t n);
 
+/* 1 when a and b make the same frame of any message: both start every
+ * message afresh and compress with the same window, level, memLevel and
+ * threshold. A sender to many connections (publish) then compresses a
+ * message once for all of them; with context takeover it cannot. */
+int pmd_same_output(const pmd *a, const pmd *b);
+
+/* 1 while zlib state is kept between messages (context takeover). */
+int pmd_holds_state(const pmd *p);
+
 #pragma GCC visibility pop
 
 #endif

@@ -603,13 +603,54 @@ static void corrupt(void) {
   pmd_free(rx);
 }
 
-/* The compressor keeps no zlib state between messages when it resets. */
+/* Without context takeover no zlib state outlives a message, either way;
+ * with it, both streams stay. */
 static void reset_frees_state(void) {
   pmd *rx, *tx = pair_new(15, 1, &rx);
-  for (int i = 0; i < 1000; i++)
+  for (int i = 0; i < 1000; i++) {
     CHECK_EQ(round_trip(tx, rx, (const uint8_t *)"abcabcabcabcabc", 15) > 0, 1);
+    if (pmd_holds_state(tx) || pmd_holds_state(rx)) break;
+  }
+  CHECK(!pmd_holds_state(tx));
+  CHECK(!pmd_holds_state(rx));
   pmd_free(tx);
   pmd_free(rx);
+  tx = pair_new(15, 0, &rx);
+  CHECK(!pmd_holds_state(tx)); /* nothing before the first message */
+  CHECK(round_trip(tx, rx, (const uint8_t *)"abcabcabcabcabc", 15) > 0);
+  CHECK(pmd_holds_state(tx));
+  CHECK(pmd_holds_state(rx));
+  pmd_free(tx);
+  pmd_free(rx);
+}
+
+/* Connections that reset with the same settings make the same bytes, so a
+ * message published to all of them is compressed once. */
+static void shared_output(void) {
+  static const char msg[] = "{\"type\":\"message\",\"text\":\"hello hello hello hello\"}";
+  pmd *rx1, *rx2, *rx3, *rx4;
+  pmd *a = pair_new(12, 1, &rx1), *b = pair_new(12, 1, &rx2);
+  pmd *c = pair_new(12, 0, &rx3), *d = pair_new(10, 1, &rx4);
+  CHECK(pmd_same_output(a, b));
+  CHECK(!pmd_same_output(a, c)); /* context takeover: output depends on history */
+  CHECK(!pmd_same_output(c, c));
+  CHECK(!pmd_same_output(a, d)); /* another window */
+  buf x = {0}, y = {0};
+  for (int i = 0; i < 3; i++) { /* the same bytes, message after message */
+    x.len = y.len = 0;
+    CHECK_EQ(pmd_deflate(a, (const uint8_t *)msg, sizeof msg - 1, &x), 0);
+    CHECK_EQ(pmd_deflate(b, (const uint8_t *)msg, sizeof msg - 1, &y), 0);
+    CHECK(x.len == y.len && memcmp(x.data, y.data, x.len) == 0);
+  }
+  /* and the frame made for a inflates on b's peer */
+  buf out = {0};
+  CHECK_EQ(pmd_inflate(rx2, (const uint8_t *)x.data, x.len, 1000, &out), 0);
+  CHECK_MEMSTR(out.data, out.len, msg);
+  buf_free(&out);
+  buf_free(&x);
+  buf_free(&y);
+  pmd *all[] = {a, b, c, d, rx1, rx2, rx3, rx4};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) pmd_free(all[i]);
 }
 
 int main(void) {
@@ -625,5 +666,6 @@ int main(void) {
   corrupt();
   small_message_small_buffer();
   reset_frees_state();
+  shared_output();
   return check_done();
 }
