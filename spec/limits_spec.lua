@@ -195,8 +195,11 @@ describe("keepalive", function()
   it("does not fail a live peer while a slow handler has paused reading", function()
     run(function()
       local got = {}
-      local server = helpers.serve({ ping_interval = 0.1, ping_timeout = 0.1, high_water = 65536 }, function(ws)
-        duplex.sleep(1) -- behind: the inbox passes high_water and reading pauses
+      -- the pause (1.5 s) outlasts interval + timeout (0.6 s) many times over;
+      -- the timeout leaves room for a loaded machine to stall this process
+      -- (whose own client must read the ping before its pong can come back)
+      local server = helpers.serve({ ping_interval = 0.2, ping_timeout = 0.4, high_water = 65536 }, function(ws)
+        duplex.sleep(1.5) -- behind: the inbox passes high_water and reading pauses
         while true do
           local msg = ws:receive()
           if not msg then break end
