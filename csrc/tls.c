@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -56,22 +57,55 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
   return SSL_TLSEXT_ERR_OK;
 }
 
-static int on_servername(SSL *ssl, int *alert, void *arg) {
+/* The host_name of a ClientHello's server_name extension (RFC 6066 3), or
+ * 0 when there is none or it is malformed (then the default context
+ * serves, and OpenSSL's own parsing rejects what is malformed). */
+static size_t client_hello_name(SSL *ssl, const unsigned char **name) {
+  const unsigned char *p;
+  size_t n;
+  if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &n) || n < 2) return 0;
+  size_t list = (size_t)p[0] << 8 | p[1];
+  if (list != n - 2) return 0;
+  p += 2, n -= 2;
+  while (n >= 3) {
+    size_t len = (size_t)p[1] << 8 | p[2];
+    if (len > n - 3) return 0;
+    if (p[0] == TLSEXT_NAMETYPE_host_name) {
+      *name = p + 3;
+      return len;
+    }
+    p += 3 + len, n -= 3 + len;
+  }
+  return 0;
+}
+
+/* Chooses the context for the name the client asks for. This runs before
+ * OpenSSL decides whether to resume a session (the server_name callback
+ * runs after): a session is then only resumed under the context, and so
+ * the client-certificate rule, it was made with (each context has its own
+ * session id context). */
+static int on_client_hello(SSL *ssl, int *alert, void *arg) {
   (void)alert;
   tls_ctx *c = arg;
-  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  if (!name) return SSL_TLSEXT_ERR_OK;
-  for (size_t i = 0; i < c->nsni; i++)
-    if (strcasecmp(c->sni[i].host, name) == 0) {
+  const unsigned char *name;
+  size_t len = client_hello_name(ssl, &name);
+  for (size_t i = 0; len && i < c->nsni; i++)
+    if (strlen(c->sni[i].host) == len &&
+        strncasecmp(c->sni[i].host, (const char *)name, len) == 0) {
       SSL_CTX *sni = c->sni[i].ctx;
-      SSL_set_SSL_CTX(ssl, sni);
+      if (!SSL_set_SSL_CTX(ssl, sni)) return SSL_CLIENT_HELLO_ERROR;
       /* SSL_new copied the verify settings of the default context and
-       * switching contexts does not: a name's client-certificate rule
-       * would otherwise be silently ignored */
+       * switching contexts does not */
       SSL_set_verify(ssl, SSL_CTX_get_verify_mode(sni), SSL_CTX_get_verify_callback(sni));
       SSL_set_verify_depth(ssl, SSL_CTX_get_verify_depth(sni));
       break;
     }
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* Acknowledges the name (the context was chosen already). */
+static int on_servername(SSL *ssl, int *alert, void *arg) {
+  (void)ssl, (void)alert, (void)arg;
   return SSL_TLSEXT_ERR_OK;
 }
 
@@ -111,10 +145,17 @@ static SSL_CTX *make_ctx(int is_server, const tls_config *cfg, char *err, size_t
     goto fail;
   }
   if (is_server) {
-    /* without one, OpenSSL refuses every session resumption (an internal
-     * error alert) once client certificates are verified */
-    static const unsigned char sid_ctx[] = "duplex";
-    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
+    /* Without one OpenSSL refuses every resumption (an internal error
+     * alert) once client certificates are verified. A random one per
+     * context: a session made under one context (another SNI name, or the
+     * configuration before reload_tls) never resumes under another, whose
+     * client-certificate rule it would skip. */
+    unsigned char sid_ctx[16];
+    if (RAND_bytes(sid_ctx, sizeof sid_ctx) != 1 ||
+        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx) != 1) {
+      take_error(err, errlen, "cannot make a session id context");
+      goto fail;
+    }
     SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
     if (cfg->verify)
       SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
@@ -146,8 +187,8 @@ tls_ctx *tls_ctx_new(int is_server, const tls_config *cfg, char *errbuf, size_t 
   c->refs = 1;
   c->is_server = is_server;
   if (is_server) {
+    SSL_CTX_set_client_hello_cb(c->ctx, on_client_hello, c);
     SSL_CTX_set_tlsext_servername_callback(c->ctx, on_servername);
-    SSL_CTX_set_tlsext_servername_arg(c->ctx, c);
   }
   return c;
 }

@@ -461,6 +461,53 @@ describe("wss://", function()
       end)
     end)
 
+    -- OpenSSL decides on resumption before the server_name callback: a
+    -- session made without SNI (default context, no client certificate)
+    -- must not resume under the name that requires one.
+    it("does not resume a session across contexts to skip a client-certificate rule", function()
+      helpers.run(function()
+        local p = certs()
+        local s = tls_echo({ cert = p.other_cert, key = p.other_key,
+          sni = { localhost = { cert = p.server_cert, key = p.server_key, ca = p.ca, verify = true } } })
+        for _, version in ipairs({ "-tls1_2", "-tls1_3" }) do
+          local sess = os.tmpname()
+          local client = ("sleep 0.3 | timeout 5 openssl s_client %s -connect 127.0.0.1:%d -CAfile %s")
+            :format(version, s.port, p.ca)
+          local first = helpers.wait_until(background(("%s -noservername -sess_out %s"):format(client, sess)), 15)
+          assert.truthy(first, "openssl s_client did not finish")
+          assert.matches("New, TLSv1", first, 1, true) -- the default context asks for no certificate
+          local second = helpers.wait_until(background(("%s -servername localhost -sess_in %s"):format(client, sess)), 15)
+          os.remove(sess)
+          assert.truthy(second, "openssl s_client did not finish")
+          assert.is_nil(second:find("Reused, TLSv1", 1, true), version .. ": the session was resumed:\n" .. second)
+          assert.truthy(second:find("alert certificate required", 1, true) or second:find("alert handshake failure", 1, true),
+            version .. ": no certificate was asked for:\n" .. second)
+        end
+      end, 40)
+    end)
+
+    it("does not resume a session made before reload_tls", function()
+      helpers.run(function()
+        local p = certs()
+        local s = tls_echo()
+        local sess = os.tmpname()
+        local client = ("sleep 0.3 | timeout 5 openssl s_client -tls1_3 -connect 127.0.0.1:%d -servername localhost -CAfile %s")
+          :format(s.port, p.ca)
+        local first = helpers.wait_until(background(("%s -sess_out %s"):format(client, sess)), 15)
+        assert.truthy(first and first:find("New, TLSv1", 1, true), first)
+        -- the same session resumes while the configuration stands
+        local again = helpers.wait_until(background(("%s -sess_in %s"):format(client, sess)), 15)
+        assert.truthy(again and again:find("Reused, TLSv1", 1, true), again)
+        -- the new configuration requires client certificates
+        assert.is_true(s:reload_tls({ cert = p.server_cert, key = p.server_key, ca = p.ca, verify = true }))
+        local after = helpers.wait_until(background(("%s -sess_in %s"):format(client, sess)), 15)
+        os.remove(sess)
+        assert.truthy(after, "openssl s_client did not finish")
+        assert.is_nil(after:find("Reused, TLSv1", 1, true), after)
+        assert.matches("alert certificate required", after, 1, true)
+      end, 40)
+    end)
+
     it("raises for a malformed sni table, in serve and in reload_tls", function()
       helpers.run(function()
         local p = certs()
