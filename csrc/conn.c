@@ -21,14 +21,25 @@ enum {
 };
 
 /* Appends p[0..n) to b[k..) as buffers of at most WIRE_CHUNK bytes and
- * returns the new count. */
+ * returns the new count, or WIRE_BUFS + 1 once they do not fit (the send
+ * limits make that impossible; a write must never silently cover less). */
 static unsigned wire_bufs(uv_buf_t *b, unsigned k, char *p, size_t n) {
   while (n && k < WIRE_BUFS) {
     size_t len = n < WIRE_CHUNK ? n : WIRE_CHUNK;
     b[k++] = uv_buf_init(p, (unsigned)len);
     p += len, n -= len;
   }
-  return k;
+  return n ? WIRE_BUFS + 1 : k;
+}
+
+/* Bytes of our waiting writes that the kernel has taken so far. A write
+ * waits only when the kernel's buffer was full, so each of these bytes
+ * means that the peer took some of our data: keepalive counts them as a
+ * sign of life (bytes that went straight into a buffer with room prove
+ * nothing). */
+static uint64_t bytes_drained(const conn *c) {
+  size_t left = uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+  return c->drained + (c->inflight && c->inflight->len > left ? c->inflight->len - left : 0);
 }
 
 void conn_opts_default(conn_opts *o) {
@@ -204,6 +215,7 @@ static void after_drain(conn *c) {
 static void on_write(uv_write_t *req, int status) {
   conn_write *w = (conn_write *)req;
   conn *c = req->data;
+  if (status == 0) c->drained += w->len;
   loop_release(c->loop, w->base, w->cap);
   free(w);
   c->inflight = NULL;
@@ -226,7 +238,12 @@ void conn_flush(conn *c) {
   }
   if (wire->len == 0) return;
   uv_buf_t b[WIRE_BUFS];
-  int n = uv_try_write((uv_stream_t *)&c->tcp, b, wire_bufs(b, 0, wire->data, wire->len));
+  unsigned nb = wire_bufs(b, 0, wire->data, wire->len);
+  if (nb > WIRE_BUFS) {
+    conn_abort(c, "write queue too large");
+    return;
+  }
+  int n = uv_try_write((uv_stream_t *)&c->tcp, b, nb);
   if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
   if (n < 0) {
     conn_abort(c, uv_strerror(n));
@@ -249,7 +266,7 @@ void conn_flush(conn *c) {
   w->req.data = c;
   *wire = (buf){0};
   c->inflight = w;
-  unsigned nb = wire_bufs(b, 0, w->base + n, w->len);
+  nb = wire_bufs(b, 0, w->base + n, w->len);
   int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, b, nb, on_write);
   if (rc) {
     c->inflight = NULL;
@@ -274,6 +291,7 @@ static int queue_frame(conn *c, int opcode, int rsv, const uint8_t *data, size_t
     unsigned nb = wire_bufs(b, 0, c->out.data, c->out.len);
     nb = wire_bufs(b, nb, (char *)hdr, hl);
     nb = wire_bufs(b, nb, (char *)data, len);
+    if (nb > WIRE_BUFS) return CONN_TOOBIG;
     int n = uv_try_write((uv_stream_t *)&c->tcp, b, nb);
     if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
     if (n < 0) {
@@ -626,20 +644,30 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
 }
 
 /* Keepalive: a ping once the peer has been quiet for ping_interval; then
- * anything it sends within ping_timeout (the pong, or any other bytes) shows
- * it is there, and silence fails the connection with 1011. */
+ * anything it sends within ping_timeout (the pong, or any other bytes), or
+ * its taking more of our queued data (bytes_drained), shows it is there,
+ * and silence fails the connection with 1011. */
 static void keepalive(conn *c) {
   uint64_t now = uv_now(&c->loop->uv);
+  uint64_t drained = bytes_drained(c);
+  if (c->awaiting_pong && drained > c->ping_drained) {
+    /* the peer took more of what we sent before the ping (which waits
+     * behind it): it is there, if only reading, behind a deep queue */
+    c->heard = now;
+    c->ping_drained = drained;
+  }
   if (c->awaiting_pong && c->heard < c->ping_sent) {
     if (!c->reading) {
       /* reading is paused because the handler is behind: whatever the peer
        * sent waits unread, so its silence says nothing */
       conn_arm_timer(c, c->opts.ping_timeout_ms);
-    } else if (!c->pong_grace) {
-      /* libuv runs timers before reading: a pong already waiting in the
-       * socket (after the process stalled) gets this loop iteration */
-      c->pong_grace = 1;
-      conn_arm_timer(c, 0);
+    } else if (c->pong_grace < 2) {
+      /* libuv runs timers before reading, so after a stall the pong may be
+       * waiting unread; two more loop iterations (a peer in this process
+       * needs one to answer) before we call it silence. 1 ms, not 0: a
+       * 0 ms timer started here would run again before the poll. */
+      c->pong_grace++;
+      conn_arm_timer(c, 1);
     } else {
       c->error = "keepalive ping timed out";
       c->fail_code = FRAME_CLOSE_INTERNAL;
@@ -656,6 +684,7 @@ static void keepalive(conn *c) {
   c->awaiting_pong = 1;
   c->pong_grace = 0;
   c->ping_sent = now;
+  c->ping_drained = drained;
   queue_frame(c, FRAME_PING, 0, NULL, 0);
   conn_arm_timer(c, c->opts.ping_timeout_ms);
 }

@@ -80,9 +80,11 @@ typedef struct conn {
   uv_timer_t timer; /* handshake, keepalive, close and teardown deadlines */
   loop *loop;
   int64_t id;
-  uint64_t woken;     /* loop->wake_gen when last put on the ready list */
-  uint64_t heard;     /* uv_now() when the peer last sent anything (keepalive) */
-  uint64_t ping_sent; /* uv_now() when the keepalive ping went out */
+  uint64_t woken;        /* loop->wake_gen when last put on the ready list */
+  uint64_t heard;        /* uv_now() when the peer last sent anything (keepalive) */
+  uint64_t ping_sent;    /* uv_now() when the keepalive ping went out */
+  uint64_t drained;      /* bytes of completed waiting writes (see bytes_drained) */
+  uint64_t ping_drained; /* bytes_drained() at the ping, or when last seen to grow */
   conn_opts opts;
   conn_state state;
   unsigned is_server : 1;
@@ -96,7 +98,7 @@ typedef struct conn {
   unsigned close_received : 1;
   unsigned clean : 1; /* both close frames went across */
   unsigned awaiting_pong : 1;
-  unsigned pong_grace : 1;     /* the pong deadline passed once: read first */
+  unsigned pong_grace : 2;     /* loop iterations granted past the pong deadline */
   unsigned want_write : 1;     /* a sender waits for the queue to drain */
   unsigned fail_pending : 1;   /* protocol error: fail once the inbox drains */
   unsigned close_deferred : 1; /* peer's close: answer once the inbox drains */

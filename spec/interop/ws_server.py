@@ -4,8 +4,8 @@
     ws_server.py
 
 Listens on 127.0.0.1 on a free port and prints `port=N` (flushed). Serves
-one connection, then prints what it saw as `key=value` lines and `OK` and
-exits; gives up after 20 seconds. The handler echoes every message, except:
+one connection, then prints what it saw as `key=value` lines (the client's
+pings among them) and `OK` and exits; gives up after 20 seconds. The handler echoes every message, except:
   "frag"      -> replies with a text message sent as three fragments
   "close-me"  -> closes with 4003 "py-bye"
   "ping-me"   -> pings with payload b"py-ping", waits (5 s at most) for the
@@ -15,8 +15,18 @@ import asyncio
 import sys
 
 import websockets
+import websockets.legacy.server
 
 done = None
+
+
+class CountingProtocol(websockets.legacy.server.WebSocketServerProtocol):
+    """Counts the client's pings (websockets answers each with pong())."""
+    pings_received = 0
+
+    async def pong(self, data=b""):
+        CountingProtocol.pings_received += 1
+        await super().pong(data)
 
 
 async def handler(ws):
@@ -39,6 +49,7 @@ async def handler(ws):
     except websockets.ConnectionClosed:
         pass
     await ws.wait_closed()
+    print(f"pings_received={CountingProtocol.pings_received}", flush=True)
     print(f"close_code={ws.close_code}", flush=True)
     print(f"close_reason={ws.close_reason}", flush=True)
     done.set_result(True)
@@ -47,7 +58,8 @@ async def handler(ws):
 async def run():
     global done
     done = asyncio.get_running_loop().create_future()
-    async with websockets.serve(handler, "127.0.0.1", 0, compression=None, max_size=None,
+    async with websockets.serve(handler, "127.0.0.1", 0, create_protocol=CountingProtocol,
+                                compression=None, max_size=None,
                                 ping_interval=None, close_timeout=5,
                                 subprotocols=["chat"]) as server:
         port = server.sockets[0].getsockname()[1]
