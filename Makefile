@@ -67,7 +67,8 @@ test: deps
 spec: $(BUILD)/duplex/core.so
 	@LUA=$(LUA) bash .ci/spec $(LUA)
 
-run: deps
+run:
+	@sh .ci/deps run $(LUA)
 	@$(MAKE) --no-print-directory LUA=$(LUA) $(BUILD)/duplex/core.so
 	LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) examples/chat.lua $(PORT)
 
