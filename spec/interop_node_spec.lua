@@ -74,27 +74,13 @@ describe("interop with Node ws", function()
       local function node_server(fn)
         local fields
         support.run(function()
-          local p = support.start({ NODE, DIR .. "server.js", deflate and "1" or "0" }, 25)
-          local port = support.wait_for_output(p, "port=(%d+)\n", 15)
-          assert(port, "node server did not start: " .. support.describe(p))
-          local ws = assert(duplex.connect(("ws://127.0.0.1:%s/from-lua?x=1"):format(port),
-            { protocols = { "chat" }, compression = deflate }))
-          fn(ws)
-          local rc, out = support.wait(p, 15)
-          assert(rc == 0, "node server failed: " .. support.describe(p))
-          fields = support.fields(out)
+          fields = support.with_peer_server({ NODE, DIR .. "server.js", deflate and "1" or "0" }, "/from-lua?x=1",
+            { protocols = { "chat" }, compression = deflate }, fn)
         end, 30)
         return fields
       end
 
-      local function echo(ws, data, kind)
-        assert(ws:send(data, kind))
-        local got, got_kind = ws:receive()
-        assert(got, got_kind)
-        assert.equal(#data, #got)
-        assert.is_true(data == got, "echo differs")
-        assert.equal(kind or "text", got_kind)
-      end
+      local echo = support.echo
 
       it("exchanges messages, fragments and pings, then closes with a code", function()
         local f = node_server(function(ws)

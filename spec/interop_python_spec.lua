@@ -119,31 +119,14 @@ describe("interop with Python websockets " .. tostring(version), function()
     -- Starts ws_server.py, connects to it and runs fn(ws); returns the
     -- server's key=value fields once it has exited.
     local function python_server(fn, opts)
+      local o = { protocols = { "chat" } }
+      for k, v in pairs(opts or {}) do o[k] = v end
       local fields
-      support.run(function()
-        local p = support.start({ PY, SERVER_PY }, 25)
-        local port = support.wait_for_output(p, "port=(%d+)\n", 15)
-        assert(port, "python server did not start: " .. support.describe(p))
-        local o = { protocols = { "chat" } }
-        for k, v in pairs(opts or {}) do o[k] = v end
-        local ws, err = duplex.connect(("ws://127.0.0.1:%s/py?x=1"):format(port), o)
-        assert(ws, err)
-        fn(ws)
-        local rc, out = support.wait(p, 15)
-        assert(rc == 0, "python server failed: " .. support.describe(p))
-        fields = support.fields(out)
-      end, 30)
+      support.run(function() fields = support.with_peer_server({ PY, SERVER_PY }, "/py?x=1", o, fn) end, 30)
       return fields
     end
 
-    local function echo(ws, data, kind)
-      assert(ws:send(data, kind))
-      local got, got_kind = ws:receive()
-      assert(got, got_kind)
-      assert.equal(#data, #got)
-      assert.is_true(data == got, "echo differs")
-      assert.equal(kind or "text", got_kind)
-    end
+    local echo = support.echo
 
     it("exchanges text, binary and empty messages, then closes with a code", function()
       local f = python_server(function(ws)

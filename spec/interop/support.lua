@@ -194,6 +194,32 @@ function M.kill(p)
   end
 end
 
+-- Starts argv, a WebSocket server of another library that prints
+-- "port=N" and exits after one connection; connects our client to
+-- ws://127.0.0.1:N + path with opts and runs fn(ws). Returns the server's
+-- key=value fields once it has exited. Call from a coroutine.
+function M.with_peer_server(argv, path, opts, fn)
+  local p = M.start(argv, 25)
+  local port = M.wait_for_output(p, "port=(%d+)\n", 15)
+  assert(port, "the server did not start: " .. M.describe(p))
+  local ws, err = duplex.connect(("ws://127.0.0.1:%s%s"):format(port, path), opts)
+  assert(ws, err)
+  fn(ws)
+  local rc, out = M.wait(p, 15)
+  assert(rc == 0, "the server failed: " .. M.describe(p))
+  return M.fields(out)
+end
+
+-- Sends data (kind: "text" by default) and checks that the same comes back.
+function M.echo(ws, data, kind)
+  assert(ws:send(data, kind))
+  local got, got_kind = ws:receive()
+  assert(got, got_kind)
+  assert(#data == #got, ("echo of %d bytes came back with %d"):format(#data, #got))
+  assert(data == got, "echo differs")
+  assert(got_kind == (kind or "text"), "echo came back as " .. tostring(got_kind))
+end
+
 function M.serve(opts, handler)
   local server, err = duplex.serve(opts, handler)
   if server then servers[#servers + 1] = server end
