@@ -89,119 +89,82 @@ describe("the client handshake", function()
     end)
   end)
 
-  it("refuses a wrong Sec-WebSocket-Accept", function()
-    run(function()
-      local rs = helpers.raw_server()
-      local r = helpers.connect_async(rs:url())
-      local peer = rs:handshake({ accept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" })
-      assert.truthy(helpers.wait_until(function() return r.done end, 3))
-      assert.is_nil(r.ws)
-      assert.are.equal("wrong Sec-WebSocket-Accept", r.err)
-      peer:close()
-      rs:close()
-    end)
-  end)
+  -- Our client against a raw server whose side of the handshake is
+  -- answer(rs) (returning the peer); the result of connect once it is done.
+  local function dial_raw(opts, answer)
+    local rs = helpers.raw_server()
+    local r = helpers.connect_async(rs:url(), opts)
+    local peer = answer(rs)
+    assert.truthy(helpers.wait_until(function() return r.done end, 3))
+    peer:close()
+    rs:close()
+    return r
+  end
+
+  -- a 101 from rs:handshake with these options
+  local function handshake(o) return function(rs) return (rs:handshake(o)) end end
+
+  -- reads the request, then sends response(req) as it is
+  local function raw_answer(response)
+    return function(rs)
+      local peer = assert(rs:accept(3))
+      local req = assert(peer:read_head(3))
+      assert(peer:send(response(req)))
+      return peer
+    end
+  end
+
+  local function accept_line(req)
+    return "Sec-WebSocket-Accept: " .. helpers.accept_key(req.headers["sec-websocket-key"]) .. "\r\n"
+  end
 
   it("returns the response of a server that answers 404", function()
     run(function()
-      local rs = helpers.raw_server()
-      local r = helpers.connect_async(rs:url())
-      local peer = rs:handshake({ status = 404, reason = "Not Found", headers = { "X-Why: gone" } })
-      assert.truthy(helpers.wait_until(function() return r.done end, 3))
+      local r = dial_raw(nil, handshake({ status = 404, reason = "Not Found", headers = { "X-Why: gone" } }))
       assert.is_nil(r.ws)
       assert.are.equal("server refused the upgrade: HTTP 404 Not Found", r.err)
       assert.are.equal(404, r.response.status)
       assert.are.equal("Not Found", r.response.reason)
       assert.are.equal("gone", r.response.headers["x-why"])
-      peer:close()
-      rs:close()
     end)
   end)
 
-  it("refuses a subprotocol it did not offer", function()
-    run(function()
-      local rs = helpers.raw_server()
-      local r = helpers.connect_async(rs:url(), { protocols = { "chat" } })
-      local peer = rs:handshake({ headers = { "Sec-WebSocket-Protocol: superchat" } })
-      assert.truthy(helpers.wait_until(function() return r.done end, 3))
-      assert.is_nil(r.ws)
-      assert.are.equal("server chose a subprotocol we did not offer", r.err)
-      peer:close()
-      rs:close()
-    end)
-  end)
-
-  it("refuses a subprotocol when it offered none", function()
-    run(function()
-      local rs = helpers.raw_server()
-      local r = helpers.connect_async(rs:url())
-      local peer = rs:handshake({ headers = { "Sec-WebSocket-Protocol: chat" } })
-      assert.truthy(helpers.wait_until(function() return r.done end, 3))
-      assert.is_nil(r.ws)
-      assert.are.equal("server chose a subprotocol we did not offer", r.err)
-      peer:close()
-      rs:close()
-    end)
-  end)
-
-  it("refuses an extension it did not offer", function()
-    run(function()
-      local rs = helpers.raw_server()
-      local r = helpers.connect_async(rs:url())
-      local peer = rs:handshake({ headers = { "Sec-WebSocket-Extensions: x-never-offered" } })
-      assert.truthy(helpers.wait_until(function() return r.done end, 3))
-      assert.is_nil(r.ws)
-      assert.are.equal("server chose an extension we did not offer", r.err)
-      peer:close()
-      rs:close()
-    end)
-  end)
-
-  it("reports a server that hangs up during the handshake", function()
-    run(function()
-      local rs = helpers.raw_server()
-      local r = helpers.connect_async(rs:url())
-      local peer = assert(rs:accept(3))
-      assert.truthy(peer:read_head(3))
-      peer:close()
-      assert.truthy(helpers.wait_until(function() return r.done end, 3))
-      assert.is_nil(r.ws)
-      assert.are.equal("connection closed during the handshake", r.err)
-      rs:close()
-    end)
-  end)
-
-  -- answers that are not a WebSocket upgrade, each with its error
-  local function accept_line(req)
-    return "Sec-WebSocket-Accept: " .. helpers.accept_key(req.headers["sec-websocket-key"]) .. "\r\n"
-  end
+  -- answers that are not a WebSocket upgrade we can take, each with its error
   for _, case in ipairs({
-    { "garbage instead of a status line", function() return "garbage\r\n\r\n" end, "malformed HTTP response" },
-    { "a 9 KiB head", function(req)
-        return "HTTP/1.1 101 Switching Protocols\r\nX-Pad: " .. ("p"):rep(9216) .. "\r\n" .. accept_line(req) .. "\r\n"
-      end, "response head too large" },
-    { "no Upgrade header", function(req)
-        return "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n" .. accept_line(req) .. "\r\n"
-      end, "missing Upgrade: websocket" },
-    { "no Connection header", function(req)
-        return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" .. accept_line(req) .. "\r\n"
-      end, "missing Connection: upgrade" },
-    { "no Sec-WebSocket-Accept", function()
-        return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-      end, "missing Sec-WebSocket-Accept" },
-  }) do
-    it("refuses " .. case[1] .. " with \"" .. case[3] .. "\"", function()
-      run(function()
-        local rs = helpers.raw_server()
-        local r = helpers.connect_async(rs:url())
+    { "a wrong Sec-WebSocket-Accept", nil, handshake({ accept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" }),
+      "wrong Sec-WebSocket-Accept" },
+    { "a subprotocol it did not offer", { protocols = { "chat" } },
+      handshake({ headers = { "Sec-WebSocket-Protocol: superchat" } }), "server chose a subprotocol we did not offer" },
+    { "a subprotocol when it offered none", nil, handshake({ headers = { "Sec-WebSocket-Protocol: chat" } }),
+      "server chose a subprotocol we did not offer" },
+    { "an extension it did not offer", nil, handshake({ headers = { "Sec-WebSocket-Extensions: x-never-offered" } }),
+      "server chose an extension we did not offer" },
+    { "a server that hangs up during the handshake", nil, function(rs)
         local peer = assert(rs:accept(3))
-        local req = assert(peer:read_head(3))
-        assert(peer:send(case[2](req)))
-        assert.truthy(helpers.wait_until(function() return r.done end, 3))
-        assert.is_nil(r.ws)
-        assert.are.equal(case[3], r.err)
+        assert.truthy(peer:read_head(3))
         peer:close()
-        rs:close()
+        return peer
+      end, "connection closed during the handshake" },
+    { "garbage instead of a status line", nil, raw_answer(function() return "garbage\r\n\r\n" end),
+      "malformed HTTP response" },
+    { "a 9 KiB head", nil, raw_answer(function(req)
+        return "HTTP/1.1 101 Switching Protocols\r\nX-Pad: " .. ("p"):rep(9216) .. "\r\n" .. accept_line(req) .. "\r\n"
+      end), "response head too large" },
+    { "no Upgrade header", nil, raw_answer(function(req)
+        return "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n" .. accept_line(req) .. "\r\n"
+      end), "missing Upgrade: websocket" },
+    { "no Connection header", nil, raw_answer(function(req)
+        return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" .. accept_line(req) .. "\r\n"
+      end), "missing Connection: upgrade" },
+    { "no Sec-WebSocket-Accept", nil, raw_answer(function()
+        return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+      end), "missing Sec-WebSocket-Accept" },
+  }) do
+    it("refuses " .. case[1] .. " with \"" .. case[4] .. "\"", function()
+      run(function()
+        local r = dial_raw(case[2], case[3])
+        assert.is_nil(r.ws)
+        assert.are.equal(case[4], r.err)
       end)
     end)
   end
