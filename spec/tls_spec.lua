@@ -46,21 +46,24 @@ local function blob(n)
   return table.concat(parts):sub(1, n)
 end
 
--- Runs a shell command in the background, so that the loop goes on serving
--- while it talks to us; returns a function that gives the command's output
--- once it has finished (nil before).
-local function background(cmd)
+-- Runs `openssl s_client -connect 127.0.0.1:PORT ARGS` in the background,
+-- so that the loop goes on serving while it talks to us, and returns its
+-- output once it has finished (it gives up after 5 s). Call in a coroutine.
+local function s_client(port, args)
   local out = os.tmpname()
   os.remove(out)
-  os.execute(("( (%s) >%s.part 2>&1; mv %s.part %s ) </dev/null >/dev/null 2>&1 &"):format(cmd, out, out, out))
-  return function()
+  os.execute(("( sleep 0.3 | timeout 5 openssl s_client -connect 127.0.0.1:%d %s >%s.part 2>&1; mv %s.part %s )"
+    .. " </dev/null >/dev/null 2>&1 &"):format(port, args, out, out, out))
+  local result = helpers.wait_until(function()
     local f = io.open(out)
     if not f then return nil end
     local s = f:read("*a")
     f:close()
     os.remove(out)
     return s
-  end
+  end, 15)
+  assert(result, "openssl s_client did not finish")
+  return result
 end
 
 local function round_trip(ws, msg, kind)
@@ -349,12 +352,9 @@ describe("wss://", function()
         local s = mtls_server()
         for _, version in ipairs({ "-tls1_2", "-tls1_3" }) do
           local sess = os.tmpname()
-          local client = ("sleep 0.3 | timeout 5 openssl s_client %s -connect 127.0.0.1:%d -cert %s -key %s -CAfile %s")
-            :format(version, s.port, p.client_cert, p.client_key, p.ca)
-          local result = background(("%s -sess_out %s; %s -sess_in %s"):format(client, sess, client, sess))
-          local out = helpers.wait_until(result, 15)
+          local args = ("%s -cert %s -key %s -CAfile %s"):format(version, p.client_cert, p.client_key, p.ca)
+          local out = s_client(s.port, args .. " -sess_out " .. sess) .. s_client(s.port, args .. " -sess_in " .. sess)
           os.remove(sess)
-          assert.truthy(out, "openssl s_client did not finish")
           assert.matches("New, TLSv1", out, 1, true)
           assert.matches("Reused, TLSv1", out, 1, true)
           assert.is_nil(out:find("alert internal error", 1, true), out)
@@ -471,14 +471,11 @@ describe("wss://", function()
           sni = { localhost = { cert = p.server_cert, key = p.server_key, ca = p.ca, verify = true } } })
         for _, version in ipairs({ "-tls1_2", "-tls1_3" }) do
           local sess = os.tmpname()
-          local client = ("sleep 0.3 | timeout 5 openssl s_client %s -connect 127.0.0.1:%d -CAfile %s")
-            :format(version, s.port, p.ca)
-          local first = helpers.wait_until(background(("%s -noservername -sess_out %s"):format(client, sess)), 15)
-          assert.truthy(first, "openssl s_client did not finish")
+          local args = ("%s -CAfile %s"):format(version, p.ca)
+          local first = s_client(s.port, args .. " -noservername -sess_out " .. sess)
           assert.matches("New, TLSv1", first, 1, true) -- the default context asks for no certificate
-          local second = helpers.wait_until(background(("%s -servername localhost -sess_in %s"):format(client, sess)), 15)
+          local second = s_client(s.port, args .. " -servername localhost -sess_in " .. sess)
           os.remove(sess)
-          assert.truthy(second, "openssl s_client did not finish")
           assert.is_nil(second:find("Reused, TLSv1", 1, true), version .. ": the session was resumed:\n" .. second)
           assert.truthy(second:find("alert certificate required", 1, true) or second:find("alert handshake failure", 1, true),
             version .. ": no certificate was asked for:\n" .. second)
@@ -491,18 +488,16 @@ describe("wss://", function()
         local p = certs()
         local s = tls_echo()
         local sess = os.tmpname()
-        local client = ("sleep 0.3 | timeout 5 openssl s_client -tls1_3 -connect 127.0.0.1:%d -servername localhost -CAfile %s")
-          :format(s.port, p.ca)
-        local first = helpers.wait_until(background(("%s -sess_out %s"):format(client, sess)), 15)
-        assert.truthy(first and first:find("New, TLSv1", 1, true), first)
+        local args = "-tls1_3 -servername localhost -CAfile " .. p.ca
+        local first = s_client(s.port, args .. " -sess_out " .. sess)
+        assert.truthy(first:find("New, TLSv1", 1, true), first)
         -- the same session resumes while the configuration stands
-        local again = helpers.wait_until(background(("%s -sess_in %s"):format(client, sess)), 15)
-        assert.truthy(again and again:find("Reused, TLSv1", 1, true), again)
+        local again = s_client(s.port, args .. " -sess_in " .. sess)
+        assert.truthy(again:find("Reused, TLSv1", 1, true), again)
         -- the new configuration requires client certificates
         assert.is_true(s:reload_tls({ cert = p.server_cert, key = p.server_key, ca = p.ca, verify = true }))
-        local after = helpers.wait_until(background(("%s -sess_in %s"):format(client, sess)), 15)
+        local after = s_client(s.port, args .. " -sess_in " .. sess)
         os.remove(sess)
-        assert.truthy(after, "openssl s_client did not finish")
         assert.is_nil(after:find("Reused, TLSv1", 1, true), after)
         assert.matches("alert certificate required", after, 1, true)
       end, 40)
