@@ -27,39 +27,14 @@ local function run_case(c)
   else
     assert(offer == nil, "our client offered an extension with compression = false: " .. tostring(offer))
   end
-  local bytes = c.send(peer.sframe)
-  if type(bytes) == "table" then
-    for i = 1, #bytes do
-      assert(s.raw:send(bytes[i]))
-      peer.helpers.duplex.sleep(0.002)
-    end
-  else
-    assert(s.raw:send(bytes))
-  end
+  peer.send(s, c.send(peer.sframe))
   if c.shutdown or c.close == "dropped" then s.raw.sock:shutdown("send") end
-  local want = {}
-  local cw = type(c.want) == "function" and c.want(MK) or c.want
-  for i = 1, #cw do want[i] = cw[i] end
   -- when we (the server) started the close handshake, we drop TCP after the
   -- client's answer, as RFC 6455 7.1.1 has servers do; when the client
   -- fails the connection, it drops TCP itself.
   local answered = c.answer or c.close == "echo" or c.close == "none"
-  local reported
-  if c.close == "echo" then
-    assert(s.raw:send(peer.close_frame(peer.sframe, 1000)))
-    want[#want + 1] = "close:1000"
-    reported = 1000
-  elseif c.close == "dropped" then
-    reported = 1006
-  elseif c.close == "none" then
-    want[#want + 1] = "close:none"
-    reported = 1005
-  else
-    want[#want + 1] = "close:" .. c.close
-    reported = c.close
-  end
-  want[#want + 1] = "eof"
-  peer.expect_client(s, want, c.reported or reported, { timeout = c.timeout, then_close = answered,
+  local want, reported = peer.expectation(c, MK, function(frame) peer.send(s, frame) end)
+  peer.expect_client(s, want, reported, { timeout = c.timeout, then_close = answered,
     rsv1_ok = c.reply_compressed, inflate = c.reply_compressed and peer.inflate })
   if answered then
     assert(s.log.clean == true, "our client did not report a clean close")
@@ -71,12 +46,5 @@ end
 
 describe("conformance: raw server against our client", function()
   teardown(function() peer.report("raw server -> duplex client") end)
-  local i = 1
-  while cases[i] do
-    local c = cases[i]
-    if c.only ~= "server" then
-      it(c.cat .. ": " .. c.name, peer.case(c.cat, c.name, function() run_case(c) end, (c.timeout or 3) + 5))
-    end
-    i = i + 1
-  end
+  peer.add_cases(it, cases, "server", run_case)
 end)

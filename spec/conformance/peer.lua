@@ -53,6 +53,43 @@ function peer.case(category, name, fn, timeout)
   end
 end
 
+-- What a case expects once its bytes are out: the events c.want lists
+-- (mk builds frames for it), then the close c.close says, and the close
+-- code the endpoint under test must report. For close = "echo" the peer
+-- starts the close handshake itself: send(frame) sends its close frame.
+function peer.expectation(c, mk, send)
+  local want = {}
+  local cw = type(c.want) == "function" and c.want(mk) or c.want
+  for i = 1, #cw do want[i] = cw[i] end
+  local reported
+  if c.close == "echo" then
+    send(peer.close_frame(mk, 1000))
+    want[#want + 1] = "close:1000"
+    reported = 1000
+  elseif c.close == "dropped" then
+    reported = 1006
+  elseif c.close == "none" then
+    want[#want + 1] = "close:none"
+    reported = 1005
+  else
+    want[#want + 1] = "close:" .. c.close
+    reported = c.close
+  end
+  want[#want + 1] = "eof"
+  return want, c.reported or reported
+end
+
+-- One `it` per case of cases whose `only` is not `skip`, each running
+-- run_case(c). busted's `it` lives in the spec file's environment, so the
+-- spec hands it over.
+function peer.add_cases(it, cases, skip, run_case)
+  for _, c in ipairs(cases) do
+    if c.only ~= skip then
+      it(c.cat .. ": " .. c.name, peer.case(c.cat, c.name, function() run_case(c) end, (c.timeout or 3) + 5))
+    end
+  end
+end
+
 function peer.report(title)
   local lines = { "", "conformance: " .. title,
     ("%-34s %6s %7s %7s"):format("category", "cases", "passed", "failed") }
