@@ -1,7 +1,6 @@
 -- Interop with Node's `ws` (spec/interop/node, installed by `make test` with
 -- npm ci), both ways and with permessage-deflate on and off: ws as a client
 -- of a duplex server in this process, and as a server for a duplex client.
-local duplex = require "duplex"
 local support = require "interop.support"
 
 local NODE = support.find_program("node", "nodejs")
@@ -31,13 +30,8 @@ describe("interop with Node ws", function()
               seen.compression = ws.compression
               seen.path = ws.request.path
             end)))
-          local p = support.start({ NODE, DIR .. "client.js", ("ws://127.0.0.1:%d/node"):format(server.port),
-            deflate and "1" or "0", case }, 25)
-          local rc, out = support.wait(p, 25)
-          assert(rc == 0 and out:match("OK\n$"), "node client failed: " .. support.describe(p))
-          local deadline = duplex.now() + 5
-          while not seen.done and duplex.now() < deadline do duplex.sleep(0.02) end
-          fields = support.fields(out)
+          fields = support.with_peer_client({ NODE, DIR .. "client.js", ("ws://127.0.0.1:%d/node"):format(server.port),
+            deflate and "1" or "0", case }, seen)
         end, 30)
         return fields, seen
       end

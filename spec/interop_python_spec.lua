@@ -44,14 +44,8 @@ describe("interop with Python websockets " .. tostring(version), function()
       local fields
       support.run(function()
         local server = start_server()
-        local p = support.start({ PY, CLIENT_PY, ("ws://127.0.0.1:%d/interop?case=%s"):format(server.port, case), case }, 25)
-        local rc, out = support.wait(p, 25)
-        assert(rc, "python client did not finish: " .. support.describe(p))
-        assert(rc == 0 and out:match("OK\n$"), "python client failed: " .. support.describe(p))
-        -- let our side of the connection finish too
-        local deadline = duplex.now() + 5
-        while not seen.done and duplex.now() < deadline do duplex.sleep(0.02) end
-        fields = support.fields(out)
+        fields = support.with_peer_client(
+          { PY, CLIENT_PY, ("ws://127.0.0.1:%d/interop?case=%s"):format(server.port, case), case }, seen)
       end, 30)
       return fields
     end

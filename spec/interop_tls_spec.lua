@@ -57,14 +57,8 @@ describe("wss:// interop with Python websockets " .. tostring(py_version), funct
           argv[#argv + 1] = certs().client_cert
           argv[#argv + 1] = certs().client_key
         end
-        local p = support.start(argv, 25)
-        local rc, out = support.wait(p, 25)
-        assert(rc, "python client did not finish: " .. support.describe(p))
-        assert(rc == 0 and out:match("OK\n$"), "python client failed: " .. support.describe(p))
-        local deadline = duplex.now() + 5
-        while not seen.done and duplex.now() < deadline do duplex.sleep(0.02) end
+        fields = support.with_peer_client(argv, seen)
         assert(seen.done, "our handler did not finish")
-        fields = support.fields(out)
       end, 35)
       return fields
     end

@@ -194,6 +194,20 @@ function M.kill(p)
   end
 end
 
+-- Runs argv, a WebSocket client of another library against our server,
+-- which must end by printing "OK"; then waits (5 s at most) for our handler
+-- to finish too (seen.done, as recording_echo sets it). Returns the client's
+-- key=value fields. Call from a coroutine.
+function M.with_peer_client(argv, seen)
+  local p = M.start(argv, 25)
+  local rc, out = M.wait(p, 25)
+  assert(rc, "the client did not finish: " .. M.describe(p))
+  assert(rc == 0 and out:match("OK\n$"), "the client failed: " .. M.describe(p))
+  local deadline = duplex.now() + 5
+  while not seen.done and duplex.now() < deadline do duplex.sleep(0.02) end
+  return M.fields(out)
+end
+
 -- Starts argv, a WebSocket server of another library that prints
 -- "port=N" and exits after one connection; connects our client to
 -- ws://127.0.0.1:N + path with opts and runs fn(ws). Returns the server's
