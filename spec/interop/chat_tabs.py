@@ -19,6 +19,8 @@ import sys
 
 import websockets
 
+import bounded
+
 chromium, page, profile = sys.argv[1], sys.argv[2], sys.argv[3]
 ids = itertools.count(1)
 
@@ -122,13 +124,4 @@ async def run():
             proc.kill()
 
 
-def main():
-    try:
-        asyncio.run(asyncio.wait_for(run(), 40))
-    except BaseException as e:
-        print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-        sys.exit(1)
-    print("OK", flush=True)
-
-
-main()
+bounded.main(run, 40)

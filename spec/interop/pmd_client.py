@@ -14,6 +14,8 @@ import sys
 
 import websockets
 
+import bounded
+
 URL, CASE = sys.argv[1], sys.argv[2]
 STEP = 10
 
@@ -49,13 +51,4 @@ async def run():
         await asyncio.wait_for(ws.close(1000, "done"), STEP)
 
 
-def main():
-    try:
-        asyncio.run(asyncio.wait_for(run(), 30))
-    except BaseException as e:
-        print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-        sys.exit(1)
-    print("OK", flush=True)
-
-
-main()
+bounded.main(run, 30)

@@ -9,9 +9,10 @@ Prints `port=N`; serves one connection, echoing every message; prints
 the number of messages and `OK`, then exits. Gives up after 30 seconds.
 """
 import asyncio
-import sys
 
 import websockets
+
+import bounded
 
 done = None
 
@@ -42,13 +43,4 @@ async def run():
         await done
 
 
-def main():
-    try:
-        asyncio.run(asyncio.wait_for(run(), 30))
-    except BaseException as e:
-        print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-        sys.exit(1)
-    print("OK", flush=True)
-
-
-main()
+bounded.main(run, 30)

@@ -15,13 +15,12 @@ import sys
 
 import websockets
 
+import bounded
+from bounded import say
+
 URL, CAFILE, CASE = sys.argv[1], sys.argv[2], sys.argv[3]
 CERT, KEY = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
 STEP = 5
-
-
-def say(key, value):
-    print(f"{key}={value}", flush=True)
 
 
 async def echo(ws, data):
@@ -80,14 +79,5 @@ async def run():
     say("close_reason", ws.close_reason)
 
 
-def main():
-    try:
-        asyncio.run(asyncio.wait_for(run(), 20))
-    except BaseException as e:
-        print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-        sys.exit(1)
-    print("OK", flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    bounded.main(run, 20)

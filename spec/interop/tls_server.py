@@ -16,6 +16,8 @@ import sys
 
 import websockets
 
+import bounded
+
 CERT, KEY = sys.argv[1], sys.argv[2]
 CAFILE = sys.argv[3] if len(sys.argv) > 3 else None
 done = None
@@ -62,14 +64,5 @@ async def run():
         await done
 
 
-def main():
-    try:
-        asyncio.run(asyncio.wait_for(run(), 20))
-    except BaseException as e:
-        print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-        sys.exit(1)
-    print("OK", flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    bounded.main(run, 20)

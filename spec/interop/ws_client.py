@@ -13,12 +13,11 @@ import sys
 
 import websockets
 
+import bounded
+from bounded import say
+
 URL, CASE = sys.argv[1], sys.argv[2]
 STEP = 5  # seconds for any single wait
-
-
-def say(key, value):
-    print(f"{key}={value}", flush=True)
 
 
 async def echo(ws, data):
@@ -80,13 +79,4 @@ async def run():
             raise AssertionError(f"unknown case {CASE}")
 
 
-def main():
-    try:
-        asyncio.run(asyncio.wait_for(run(), 20))
-    except BaseException as e:  # report everything, timeouts included
-        print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-        sys.exit(1)
-    print("OK", flush=True)
-
-
-main()
+bounded.main(run, 20)

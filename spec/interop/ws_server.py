@@ -12,10 +12,11 @@ pings among them) and `OK` and exits; gives up after 20 seconds. The handler ech
                  matching pong and replies "pong=ok"
 """
 import asyncio
-import sys
 
 import websockets
 import websockets.legacy.server
+
+import bounded
 
 done = None
 
@@ -67,13 +68,4 @@ async def run():
         await done
 
 
-def main():
-    try:
-        asyncio.run(asyncio.wait_for(run(), 20))
-    except BaseException as e:
-        print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-        sys.exit(1)
-    print("OK", flush=True)
-
-
-main()
+bounded.main(run, 20)
