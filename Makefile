@@ -8,7 +8,7 @@ BUILD := build/$(LUA)
 LUA_PC := $(LUA)
 LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
 DEP_CFLAGS = $(shell $(PKG_CONFIG) --cflags libuv libssl libcrypto zlib 2>/dev/null)
-DEP_LIBS = $(shell $(PKG_CONFIG) --libs libuv libssl libcrypto zlib 2>/dev/null)
+DEP_LIBS = $(or $(shell $(PKG_CONFIG) --libs libuv libssl libcrypto zlib 2>/dev/null),-luv -lssl -lcrypto -lz)
 
 WARN := -Wall -Wextra -Werror
 CSTD := -std=c11 -D_DEFAULT_SOURCE
@@ -19,14 +19,21 @@ BUILD := build/$(LUA)-san
 endif
 CFLAGS_ALL = $(CSTD) $(OPT) $(WARN) -fPIC $(DEP_CFLAGS) $(CFLAGS)
 
-PROTO_SRC := csrc/utf8.c csrc/frame.c csrc/proto.c csrc/handshake.c csrc/pmd.c
-CORE_SRC := $(PROTO_SRC) csrc/loop.c csrc/conn.c csrc/server.c csrc/dial.c csrc/tls.c csrc/core.c
+# The one source list: each layer is a folder, and every .c file in it is
+# part of the module. The fuzzers and C tests link the protocol layer alone
+# (`make -s sources LAYER=protocol` prints it for .ci/fuzz); the rockspec
+# builds through this Makefile (rock-build, rock-install).
+PROTO_SRC := $(sort $(wildcard csrc/protocol/*.c))
+TRANSPORT_SRC := $(sort $(wildcard csrc/transport/*.c))
+BINDING_SRC := $(sort $(wildcard csrc/binding/*.c))
+CORE_SRC := $(PROTO_SRC) $(TRANSPORT_SRC) $(BINDING_SRC)
 CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
+CORE_HDR := $(wildcard csrc/*/*.h)
 CTESTS := $(patsubst csrc/test/%.c,build/ctest/%,$(wildcard csrc/test/test_*.c))
 FUZZ_SECONDS ?= 30
 PORT ?= 8080
 
-.PHONY: all deps test ctest spec run rock fuzz clean help format bench
+.PHONY: all deps test ctest spec run rock fuzz clean help format bench sources rock-build rock-install
 
 all: duplex/core.so
 
@@ -39,11 +46,11 @@ help:
 deps:
 	@sh .ci/deps
 
-$(BUILD)/obj/core.o: CFLAGS_ALL += $(LUA_CFLAGS)
+$(BINDING_SRC:csrc/%.c=$(BUILD)/obj/%.o): CFLAGS_ALL += $(LUA_CFLAGS)
 
-$(BUILD)/obj/%.o: csrc/%.c csrc/*.h
+$(BUILD)/obj/%.o: csrc/%.c $(CORE_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -c $< -o $@
+	$(CC) $(CFLAGS_ALL) -Icsrc -c $< -o $@
 
 $(BUILD)/duplex/core.so: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -53,7 +60,7 @@ duplex/core.so: $(BUILD)/duplex/core.so
 	@mkdir -p duplex
 	cp $< $@
 
-build/ctest/%: csrc/test/%.c $(PROTO_SRC) csrc/*.h csrc/test/*.h
+build/ctest/%: csrc/test/%.c $(PROTO_SRC) $(CORE_HDR) csrc/test/*.h
 	@mkdir -p build/ctest
 	$(CC) $(CSTD) -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	  -Icsrc $< $(PROTO_SRC) $(DEP_CFLAGS) $(DEP_LIBS) -o $@
@@ -78,8 +85,22 @@ rock: deps
 fuzz:
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash .ci/fuzz
 
+LAYER ?= protocol
+sources:
+	@echo $(sort $(wildcard csrc/$(LAYER)/*.c))
+
+# LuaRocks (build.type = "make") passes its own flags and directories.
+rock-build:
+	@$(MAKE) --no-print-directory BUILD=build/rock LUA_CFLAGS="-I$(ROCK_LUA_INCDIR)" \
+	  CFLAGS="$(ROCK_CFLAGS)" LDFLAGS="$(ROCK_LDFLAGS)" build/rock/duplex/core.so
+
+rock-install:
+	mkdir -p "$(INST_LIBDIR)/duplex" "$(INST_LUADIR)/duplex"
+	cp build/rock/duplex/core.so "$(INST_LIBDIR)/duplex/core.so"
+	cp lua/duplex/*.lua "$(INST_LUADIR)/duplex/"
+
 format:
-	clang-format -i csrc/*.c csrc/*.h csrc/test/*.c csrc/test/*.h csrc/fuzz/*.c
+	clang-format -i csrc/*/*.c csrc/*/*.h
 
 clean:
 	rm -rf build duplex

@@ -16,22 +16,19 @@ external_dependencies = {
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   ZLIB = { header = "zlib.h", library = "z" },
 }
+-- The Makefile holds the one source list (every .c file under csrc/protocol,
+-- csrc/transport and csrc/binding); LuaRocks passes its flags and folders.
 build = {
-  type = "builtin",
-  modules = {
-    ["duplex"] = "lua/duplex/init.lua",
-    ["duplex.scheduler"] = "lua/duplex/scheduler.lua",
-    ["duplex.ws"] = "lua/duplex/ws.lua",
-    ["duplex.url"] = "lua/duplex/url.lua",
-    ["duplex.core"] = {
-      sources = {
-        "csrc/utf8.c", "csrc/frame.c", "csrc/proto.c", "csrc/handshake.c",
-        "csrc/loop.c", "csrc/conn.c", "csrc/server.c", "csrc/dial.c", "csrc/tls.c", "csrc/pmd.c", "csrc/core.c",
-      },
-      defines = { "_DEFAULT_SOURCE" },
-      libraries = { "uv", "ssl", "crypto", "z" },
-      incdirs = { "csrc", "$(LIBUV_INCDIR)", "$(OPENSSL_INCDIR)", "$(ZLIB_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(ZLIB_LIBDIR)" },
-    },
+  type = "make",
+  build_target = "rock-build",
+  build_variables = {
+    ROCK_LUA_INCDIR = "$(LUA_INCDIR)",
+    ROCK_CFLAGS = "$(CFLAGS) -I$(LIBUV_INCDIR) -I$(OPENSSL_INCDIR) -I$(ZLIB_INCDIR)",
+    ROCK_LDFLAGS = "-L$(LIBUV_LIBDIR) -L$(OPENSSL_LIBDIR) -L$(ZLIB_LIBDIR)",
+  },
+  install_target = "rock-install",
+  install_variables = {
+    INST_LIBDIR = "$(LIBDIR)",
+    INST_LUADIR = "$(LUADIR)",
   },
 }

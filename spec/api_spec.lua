@@ -735,7 +735,7 @@ describe("the scheduler", function()
     end)
   end)
 
-  -- csrc/loop.c loop_step(): with a timeout other than 0 it calls
+  -- csrc/transport/loop.c loop_step(): with a timeout other than 0 it calls
   -- uv_run(UV_RUN_ONCE), which runs due timers first and then polls with
   -- uv_backend_timeout(). When a sleeper's deadline passed while Lua was
   -- busy, the sleep timer fires at the top of that uv_run and wakes the

@@ -65,7 +65,7 @@ describe("embedding", function()
   end)
 
   -- DESIGN.md: timeout() is "seconds until the next step is due ... update
-  -- the loop time first". csrc/loop.c loop_timeout() calls
+  -- the loop time first". csrc/transport/loop.c loop_timeout() calls
   -- uv_backend_timeout() on libuv's cached time, so after the host spent
   -- time elsewhere it still reports the full delay.
   it("timeout() counts the time the host spent since the last step", function()

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "handshake.h"
+#include "protocol/handshake.h"
 
 static void parse_props(const char *s, size_t n, int response) {
   hs_head h;

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "frame.h"
-#include "handshake.h"
-#include "pmd.h"
+#include "protocol/frame.h"
+#include "protocol/handshake.h"
+#include "protocol/pmd.h"
 
 static void check_params(const pmd_params *p) {
   if (p->deflate_bits < 9 || p->deflate_bits > 15) abort();

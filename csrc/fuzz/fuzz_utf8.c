@@ -2,7 +2,7 @@
  * every position (and byte by byte) against utf8_valid. */
 #include <stdlib.h>
 
-#include "utf8.h"
+#include "protocol/utf8.h"
 
 /* The plain decoder: decode each character, then judge its value. */
 static int ref_valid(const uint8_t *s, size_t n) {

@@ -1,7 +1,7 @@
 #include <stdlib.h>
 
-#include "check.h"
-#include "frame.h"
+#include "test/check.h"
+#include "protocol/frame.h"
 
 static void encode(void) {
   uint8_t h[FRAME_MAX_HEADER];

@@ -1,7 +1,7 @@
 #include <stdlib.h>
 
-#include "check.h"
-#include "handshake.h"
+#include "test/check.h"
+#include "protocol/handshake.h"
 
 static hs_head h;
 

@@ -6,10 +6,10 @@
 
 #include <zlib.h>
 
-#include "check.h"
-#include "frame.h"
-#include "handshake.h"
-#include "pmd.h"
+#include "test/check.h"
+#include "protocol/frame.h"
+#include "protocol/handshake.h"
+#include "protocol/pmd.h"
 
 static hs_head h;
 static char headbuf[4096];

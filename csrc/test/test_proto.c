@@ -1,7 +1,7 @@
 #include <stdlib.h>
 
-#include "check.h"
-#include "proto.h"
+#include "test/check.h"
+#include "protocol/proto.h"
 
 static unsigned long null_data; /* the sink must never see a NULL pointer */
 

@@ -1,7 +1,7 @@
 #include <stdlib.h>
 
-#include "check.h"
-#include "utf8.h"
+#include "test/check.h"
+#include "protocol/utf8.h"
 
 /* Reference: index of the first byte after which no completion of the input
  * can be valid (n when there is none); *boundary tells whether all n bytes

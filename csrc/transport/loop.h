@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "buf.h"
+#include "protocol/buf.h"
 
 /* core.so exports luaopen_duplex_core only: a host that links a library
  * with names like tls_read must not capture our calls */

@@ -1,12 +1,12 @@
-#include "conn.h"
+#include "transport/conn.h"
 
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "dial.h"
-#include "server.h"
+#include "transport/dial.h"
+#include "transport/server.h"
 
 enum {
   DIRECT_WRITE_MIN = 64 * 1024,

@@ -1,6 +1,6 @@
 #include <string.h>
 
-#include "frame.h"
+#include "protocol/frame.h"
 
 size_t frame_encode_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t len,
                            const uint8_t *mask) {

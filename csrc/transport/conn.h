@@ -12,12 +12,12 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "handshake.h"
-#include "loop.h"
-#include "pmd.h"
-#include "proto.h"
-#include "tls.h"
+#include "protocol/buf.h"
+#include "protocol/handshake.h"
+#include "transport/loop.h"
+#include "protocol/pmd.h"
+#include "protocol/proto.h"
+#include "transport/tls.h"
 
 /* core.so exports luaopen_duplex_core only: a host that links a library
  * with names like tls_read must not capture our calls */

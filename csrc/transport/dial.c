@@ -1,4 +1,4 @@
-#include "dial.h"
+#include "transport/dial.h"
 
 #include <stdlib.h>
 #include <string.h>

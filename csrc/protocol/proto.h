@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "frame.h"
-#include "utf8.h"
+#include "protocol/frame.h"
+#include "protocol/utf8.h"
 
 /* core.so exports luaopen_duplex_core only: a host that links a library
  * with names like tls_read must not capture our calls */

@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "buf.h"
-#include "handshake.h"
+#include "protocol/buf.h"
+#include "protocol/handshake.h"
 
 /* core.so exports luaopen_duplex_core only: a host that links a library
  * with names like tls_read must not capture our calls */

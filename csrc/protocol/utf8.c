@@ -4,7 +4,7 @@
  * no valid sequence can contain. */
 #include <string.h>
 
-#include "utf8.h"
+#include "protocol/utf8.h"
 
 /* Byte classes: 0 ASCII, 1 80..8F, 2 90..9F, 3 A0..BF (continuations split
  * where the second byte of E0, ED, F0, F4 is restricted), 4 never valid

@@ -1,4 +1,4 @@
-#include "server.h"
+#include "transport/server.h"
 
 #include <stdlib.h>
 #include <string.h>

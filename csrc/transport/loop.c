@@ -1,13 +1,13 @@
-#include "loop.h"
+#include "transport/loop.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/rand.h>
 
-#include "conn.h"
-#include "server.h"
-#include "tls.h"
+#include "transport/conn.h"
+#include "transport/server.h"
+#include "transport/tls.h"
 
 static void noop_timer(uv_timer_t *t) { (void)t; }
 static void noop_idle(uv_idle_t *t) { (void)t; }

@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "conn.h"
+#include "transport/conn.h"
 
 /* core.so exports luaopen_duplex_core only: a host that links a library
  * with names like tls_read must not capture our calls */

@@ -1,4 +1,4 @@
-#include "pmd.h"
+#include "protocol/pmd.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +7,7 @@
 
 #include <zlib.h>
 
-#include "frame.h"
+#include "protocol/frame.h"
 
 void pmd_config_default(pmd_config *c) {
   c->enabled = 0;

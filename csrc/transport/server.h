@@ -5,8 +5,8 @@
 
 #include <uv.h>
 
-#include "conn.h"
-#include "loop.h"
+#include "transport/conn.h"
+#include "transport/loop.h"
 
 /* core.so exports luaopen_duplex_core only: a host that links a library
  * with names like tls_read must not capture our calls */

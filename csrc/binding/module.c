@@ -10,11 +10,11 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "conn.h"
-#include "dial.h"
-#include "loop.h"
-#include "server.h"
-#include "tls.h"
+#include "transport/conn.h"
+#include "transport/dial.h"
+#include "transport/loop.h"
+#include "transport/server.h"
+#include "transport/tls.h"
 
 #if LUA_VERSION_NUM == 501
 #define lua_rawlen lua_objlen
