@@ -53,6 +53,15 @@ void conn_opts_default(conn_opts *o) {
   pmd_config_default(&o->pmd);
 }
 
+/* What an event of the close state machine carries: a close frame's code
+ * and reason, a failure's code and text, or the text of a cut. */
+typedef struct close_why {
+  unsigned code;
+  const char *text;
+  size_t len;
+} close_why;
+
+static int close_drive(conn *c, close_event ev, const close_why *w);
 static void begin_teardown(conn *c);
 
 conn *conn_new(loop *l, int is_server, const conn_opts *o) {
@@ -113,16 +122,10 @@ static void wake(conn *c) {
   loop_wake(c->loop, c->id);
 }
 
-static void set_done(conn *c) {
-  if (c->state == CONN_DONE) return;
-  c->state = CONN_DONE;
-  wake(c);
-}
-
-void conn_close_handles(conn *c) {
+/* CLOSE_ACT_DROP: the one place the handles are closed. */
+static void close_handles(conn *c) {
   if (c->tcp_closing) return;
   c->tcp_closing = 1;
-  set_done(c);
   if (c->server && !c->queued) server_unlink(c->server, c);
   if (c->gai_pending) uv_cancel((uv_req_t *)&c->dial->gai); /* its callback still runs */
   if (c->dirty) {                                           /* unlink from the loop's flush list */
@@ -137,6 +140,10 @@ void conn_close_handles(conn *c) {
   uv_close((uv_handle_t *)&c->timer, conn_on_handle_closed);
 }
 
+void conn_close_handles(conn *c) {
+  if (!c->tcp_closing) close_drive(c, CLOSE_EV_GONE, NULL);
+}
+
 static void on_timer(uv_timer_t *t);
 
 void conn_arm_timer(conn *c, uint64_t ms) {
@@ -146,8 +153,7 @@ void conn_arm_timer(conn *c, uint64_t ms) {
 void conn_abort(conn *c, const char *why) {
   if (c->tcp_closing) return;
   if (why && !c->error) c->error = why;
-  if (!c->close_received && c->state != CONN_DONE) c->close_code = FRAME_CLOSE_ABNORMAL;
-  conn_close_handles(c);
+  close_drive(c, CLOSE_EV_ABORT, NULL);
 }
 
 void conn_release(conn *c) {
@@ -197,8 +203,7 @@ static int queue_frame(conn *c, int opcode, int rsv, const uint8_t *data, size_t
 
 static void after_drain(conn *c) {
   if (c->pong && conn_buffered(c) < c->opts.high_water) {
-    if (c->state == CONN_OPEN && !c->close_sent)
-      queue_frame(c, FRAME_PONG, 0, c->pong, c->pong_len);
+    if (c->state == CONN_OPEN) queue_frame(c, FRAME_PONG, 0, c->pong, c->pong_len);
     free(c->pong);
     c->pong = NULL;
   }
@@ -206,10 +211,7 @@ static void after_drain(conn *c) {
     c->want_write = 0;
     wake(c);
   }
-  if (c->close_after_flush && conn_buffered(c) == 0) {
-    c->close_after_flush = 0;
-    begin_teardown(c);
-  }
+  if (conn_buffered(c) == 0) close_drive(c, CLOSE_EV_FLUSHED, NULL);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -344,7 +346,6 @@ static int queue_close(conn *c, unsigned code, const char *reason, size_t len) {
     if (len) memcpy(payload + 2, reason, len);
     n = 2 + len;
   }
-  c->close_sent = 1;
   return queue_frame(c, FRAME_CLOSE, 0, payload, n);
 }
 
@@ -378,49 +379,103 @@ static void set_reason(conn *c, const char *reason, size_t len) {
   c->close_reason[len] = 0;
 }
 
-/* Fail the connection (RFC 6455 7.1.7): send a close frame with the code,
- * then drop TCP once it is out. */
-static void fail_now(conn *c) {
-  c->fail_pending = 0;
-  const char *why = c->error ? c->error : "";
-  if (!c->close_sent) queue_close(c, c->fail_code, why, strlen(why));
-  c->close_code = c->fail_code;
-  set_reason(c, why, strlen(why));
-  set_done(c);
-  begin_teardown(c);
-}
-
-/* After the close handshake or a failure: send what is queued, then FIN,
- * then wait (bounded) for the peer's FIN so the close frame is never cut off
- * by a reset. */
+/* The close handshake: protocol/close.h decides, the functions below act.
+ * After the close frames (or a failure): send what is queued, then FIN, then
+ * wait (bounded) for the peer's FIN so the close frame is never cut off by a
+ * reset. */
 static void on_shutdown(uv_shutdown_t *req, int status) {
   (void)status;
   free(req);
 }
 
-static void begin_teardown(conn *c) {
+/* CLOSE_ACT_SHUTDOWN */
+static void send_fin(conn *c) {
   if (c->tcp_closing) return;
-  set_done(c);
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown)) {
+    free(req);
+    conn_close_handles(c);
+  }
+}
+
+/* CLOSE_ACT_TEARDOWN: once nothing is queued, CLOSE_EV_FLUSHED sends the FIN
+ * (here, or from after_drain). */
+static void teardown(conn *c) {
+  if (c->tcp_closing) return;
   if (c->tls && c->tls_ready && !c->tls_closing) {
     if (tls_pump(c)) return;
     tls_shutdown(c->tls); /* close_notify, so the peer can tell a cut from an end */
     c->tls_closing = 1;
     if (tls_pump(c)) return;
   }
-  if (conn_buffered(c)) {
-    c->close_after_flush = 1;
+  if (conn_buffered(c))
     conn_mark_dirty(c);
-  } else {
-    uv_shutdown_t *req = malloc(sizeof *req);
-    if (!req || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown)) {
-      free(req);
-      conn_close_handles(c);
-      return;
-    }
-  }
-  conn_start_reading(c); /* to see the peer's FIN */
-  conn_arm_timer(c, c->opts.close_timeout_ms);
+  else
+    close_drive(c, CLOSE_EV_FLUSHED, NULL);
 }
+
+/* CLOSE_ACT_SEND_ECHO: the peer's code back (none when it sent none). */
+static void send_echo(conn *c) {
+  unsigned code = c->close_code == FRAME_CLOSE_NO_STATUS ? 0 : c->close_code;
+  const char *reason = c->close_reason ? c->close_reason : "";
+  queue_close(c, code, reason, strlen(reason));
+}
+
+/* CLOSE_ACT_SEND_FAIL: fail the connection (RFC 6455 7.1.7) and report why. */
+static void send_fail(conn *c) {
+  const char *why = c->error ? c->error : "";
+  queue_close(c, c->fail_code, why, strlen(why));
+  c->close_code = c->fail_code;
+  set_reason(c, why, strlen(why));
+}
+
+/* The binding's view: the opening phases as the transport set them, then
+ * the close machine's progress. */
+static void show_state(conn *c) {
+  if (c->close == CLOSE_LOCAL_CLOSING)
+    c->state = CONN_CLOSING;
+  else if (c->close == CLOSE_DRAINING || c->close == CLOSE_FIN_WAIT || c->close == CLOSE_CLOSED)
+    c->state = CONN_DONE;
+}
+
+/* Applies ev and performs its actions in the order close.h gives. An action
+ * may feed the machine again (teardown: FLUSHED; a failed write: ABORT); the
+ * rest of the outer step then finds the handles closing and does nothing.
+ * CONN_CLOSED when ev was refused or our own close frame could not be queued. */
+static int close_drive(conn *c, close_event ev, const close_why *w) {
+  static const close_why none = {0, NULL, 0};
+  if (!w) w = &none;
+  unsigned a = close_apply(&c->close, ev);
+  show_state(c);
+  if (a & CLOSE_ACT_RECORD_PEER) {
+    c->close_code = w->code;
+    set_reason(c, w->text, w->len);
+  }
+  if (a & CLOSE_ACT_RECORD_FAIL) c->fail_code = w->code, c->error = w->text;
+  if (a & CLOSE_ACT_ABNORMAL) {
+    c->close_code = FRAME_CLOSE_ABNORMAL;
+    if (w->text && !c->error) c->error = w->text;
+  }
+  if (a & CLOSE_ACT_STOP_READING) stop_reading(c);
+  if ((a & CLOSE_ACT_SEND_LOCAL) && queue_close(c, w->code, w->text, w->len) != CONN_OK) {
+    conn_abort(c, "out of memory");
+    return CONN_CLOSED;
+  }
+  if (a & CLOSE_ACT_SEND_ECHO) send_echo(c);
+  if (a & CLOSE_ACT_SEND_FAIL) send_fail(c);
+  if (a & CLOSE_ACT_MARK_CLEAN) c->clean = 1;
+  if (a & CLOSE_ACT_WAKE) wake(c);
+  if (a & CLOSE_ACT_TEARDOWN) teardown(c);
+  if (a & CLOSE_ACT_SHUTDOWN) send_fin(c);
+  if (a & CLOSE_ACT_START_READING) conn_start_reading(c);
+  if (a & CLOSE_ACT_ARM_TIMER) conn_arm_timer(c, c->opts.close_timeout_ms);
+  if (a & CLOSE_ACT_DROP) close_handles(c);
+  return a & CLOSE_ACT_REJECT ? CONN_CLOSED : CONN_OK;
+}
+
+/* Ends a connection that never carried frames (a refused handshake, an
+ * answered HTTP request, a TLS alert): flush, FIN, wait for the peer's. */
+static void begin_teardown(conn *c) { close_drive(c, CLOSE_EV_END, NULL); }
 
 static void sink_message(void *ud, int opcode, const uint8_t *data, size_t len) {
   conn *c = ud;
@@ -464,9 +519,7 @@ static void sink_message(void *ud, int opcode, const uint8_t *data, size_t len) 
     }
   }
   if (!m) {
-    c->fail_code = FRAME_CLOSE_INTERNAL;
-    c->error = "out of memory";
-    fail_now(c);
+    close_drive(c, CLOSE_EV_ERROR, &(close_why){FRAME_CLOSE_INTERNAL, "out of memory", 0});
     return;
   }
   m->next = NULL;
@@ -487,7 +540,7 @@ static void sink_message(void *ud, int opcode, const uint8_t *data, size_t len) 
  * drains, as RFC 6455 5.5.3 allows. */
 static void sink_ping(void *ud, const uint8_t *data, size_t len) {
   conn *c = ud;
-  if (c->state != CONN_OPEN || c->close_sent) return;
+  if (c->state != CONN_OPEN) return;
   if (!c->pong && conn_buffered(c) < c->opts.high_water) {
     queue_frame(c, FRAME_PONG, 0, data, len);
     return;
@@ -508,66 +561,31 @@ static void sink_pong(void *ud, const uint8_t *data, size_t len) {
   conn_arm_timer(c, c->opts.ping_interval_ms);
 }
 
-/* Answers the peer's close frame (echoing its code) and ends the connection. */
-static void finish_close(conn *c) {
-  c->close_deferred = 0;
-  if (!c->close_sent) {
-    unsigned code = c->close_code == FRAME_CLOSE_NO_STATUS ? 0 : c->close_code;
-    const char *reason = c->close_reason ? c->close_reason : "";
-    queue_close(c, code, reason, strlen(reason));
-  }
-  c->clean = 1;
-  begin_teardown(c);
-}
-
+/* With messages unread, the handler sees them before the close, and its
+ * replies go out before ours, within the close timeout. */
 static void sink_close(void *ud, unsigned code, const uint8_t *reason, size_t len) {
   conn *c = ud;
-  c->close_received = 1;
-  c->close_code = code;
-  set_reason(c, (const char *)reason, len);
-  if (c->inbox && !c->close_sent && c->state == CONN_OPEN) {
-    /* as with a bad frame: the handler sees the messages before the close
-     * and its replies go out before ours, within the close timeout */
-    c->close_deferred = 1;
-    stop_reading(c);
-    conn_arm_timer(c, c->opts.close_timeout_ms);
-    return;
-  }
-  finish_close(c);
+  close_event ev = c->inbox ? CLOSE_EV_PEER_CLOSE_UNREAD : CLOSE_EV_PEER_CLOSE;
+  close_drive(c, ev, &(close_why){code, (const char *)reason, len});
 }
 
 static const proto_sink sink = {sink_message, sink_ping, sink_pong, sink_close};
 
+/* A bad frame fails the connection; as with the peer's close, the valid
+ * messages before it are delivered first. */
 static void feed(conn *c, uint8_t *data, size_t n) {
   unsigned code = proto_feed(&c->proto, data, n, &sink, c);
-  if (!code || c->fail_pending || c->state == CONN_DONE) return;
-  if (c->state == CONN_CLOSING) { /* garbage after our close frame */
-    conn_abort(c, c->proto.error);
-    return;
-  }
-  c->fail_code = code;
-  c->error = c->proto.error;
-  stop_reading(c);
-  if (!c->inbox) {
-    fail_now(c);
-    return;
-  }
-  /* Deliver the valid messages first and let the handler answer them; the
-   * close goes out when it comes back for more, or at the close timeout. */
-  c->fail_pending = 1;
-  conn_arm_timer(c, c->opts.close_timeout_ms);
+  if (!code) return;
+  close_event ev = c->inbox ? CLOSE_EV_ERROR_UNREAD : CLOSE_EV_ERROR;
+  close_drive(c, ev, &(close_why){code, c->proto.error, 0});
 }
 
 static void on_eof(conn *c, ssize_t err) {
-  if (c->state == CONN_DIALING || c->state == CONN_HANDSHAKE) {
-    if (!c->error)
-      c->error = err == UV_EOF ? "connection closed during the handshake" : uv_strerror((int)err);
-  } else if (c->state != CONN_DONE) {
-    if (!c->error)
-      c->error = err == UV_EOF ? "connection closed without a close frame" : uv_strerror((int)err);
-    c->close_code = FRAME_CLOSE_ABNORMAL;
-  }
-  conn_close_handles(c);
+  int early = c->state == CONN_DIALING || c->state == CONN_HANDSHAKE;
+  const char *why = err != UV_EOF ? uv_strerror((int)err)
+                    : early       ? "connection closed during the handshake"
+                                  : "connection closed without a close frame";
+  close_drive(c, CLOSE_EV_PEER_EOF, &(close_why){0, why, 0});
 }
 
 /* Plaintext from the peer, by state. */
@@ -669,9 +687,8 @@ static void keepalive(conn *c) {
       c->pong_grace++;
       conn_arm_timer(c, 1);
     } else {
-      c->error = "keepalive ping timed out";
-      c->fail_code = FRAME_CLOSE_INTERNAL;
-      fail_now(c);
+      close_drive(c, CLOSE_EV_ERROR,
+                  &(close_why){FRAME_CLOSE_INTERNAL, "keepalive ping timed out", 0});
     }
     return;
   }
@@ -691,30 +708,12 @@ static void keepalive(conn *c) {
 
 static void on_timer(uv_timer_t *t) {
   conn *c = t->data;
-  switch (c->state) {
-  case CONN_DIALING:
-  case CONN_HANDSHAKE:
-  case CONN_HTTP:
+  if (c->state == CONN_DIALING || c->state == CONN_HANDSHAKE || c->state == CONN_HTTP)
     conn_abort(c, "handshake timed out");
-    break;
-  case CONN_OPEN:
-    if (c->close_deferred) {
-      finish_close(c);
-    } else if (c->fail_pending) {
-      fail_now(c);
-    } else if (c->opts.ping_interval_ms) {
-      keepalive(c);
-    }
-    break;
-  case CONN_CLOSING:
-    c->error = "close handshake timed out";
-    c->close_code = FRAME_CLOSE_ABNORMAL;
-    conn_close_handles(c);
-    break;
-  case CONN_DONE:
-    conn_close_handles(c);
-    break;
-  }
+  else if (c->close != CLOSE_OPEN)
+    close_drive(c, CLOSE_EV_TIMEOUT, &(close_why){0, "close handshake timed out", 0});
+  else if (c->opts.ping_interval_ms)
+    keepalive(c);
 }
 
 /* Called once the handshake succeeded; rest holds bytes that followed the
@@ -735,7 +734,6 @@ void conn_open(conn *c, const uint8_t *rest, size_t rest_len) {
 
 void conn_fail_handshake(conn *c, const char *why) {
   if (!c->error) c->error = why;
-  set_done(c);
   begin_teardown(c);
 }
 
@@ -747,20 +745,12 @@ int conn_recv(conn *c, conn_msg **msg) {
     c->inbox = m->next;
     if (!c->inbox) c->inbox_tail = NULL;
     c->inbox_bytes -= m->cap + MSG_OVERHEAD;
-    if (c->state == CONN_OPEN && !c->fail_pending && !c->close_deferred &&
-        c->inbox_bytes < c->opts.high_water)
+    if (c->state == CONN_OPEN && c->close == CLOSE_OPEN && c->inbox_bytes < c->opts.high_water)
       conn_start_reading(c);
     *msg = m;
     return CONN_OK;
   }
-  if (c->close_deferred) {
-    finish_close(c);
-    return CONN_CLOSED;
-  }
-  if (c->fail_pending) {
-    fail_now(c);
-    return CONN_CLOSED;
-  }
+  close_drive(c, CLOSE_EV_INBOX_DRAINED, NULL); /* a pending close resolves now */
   switch (c->state) {
   case CONN_DIALING:
   case CONN_HANDSHAKE:
@@ -773,7 +763,7 @@ int conn_recv(conn *c, conn_msg **msg) {
 }
 
 int conn_send(conn *c, int opcode, const uint8_t *data, size_t len) {
-  if (c->state != CONN_OPEN || c->close_sent || c->tcp_closing) return CONN_CLOSED;
+  if (c->state != CONN_OPEN || c->tcp_closing) return CONN_CLOSED;
   if (len > CONN_MAX_SEND) return CONN_TOOBIG;
   if (conn_buffered(c) >= c->opts.high_water) {
     c->want_write = 1;
@@ -791,28 +781,13 @@ int conn_send(conn *c, int opcode, const uint8_t *data, size_t len) {
 }
 
 int conn_ping(conn *c, const uint8_t *data, size_t len) {
-  if (c->state != CONN_OPEN || c->close_sent || c->tcp_closing) return CONN_CLOSED;
+  if (c->state != CONN_OPEN || c->tcp_closing) return CONN_CLOSED;
   return queue_frame(c, FRAME_PING, 0, data, len);
 }
 
 int conn_close(conn *c, unsigned code, const char *reason, size_t reason_len) {
   if (c->state != CONN_OPEN || c->tcp_closing) return CONN_CLOSED;
-  if (c->close_deferred) {
-    finish_close(c);
-    return CONN_OK;
-  }
-  if (c->fail_pending) {
-    fail_now(c);
-    return CONN_OK;
-  }
-  if (queue_close(c, code, reason, reason_len) != CONN_OK) {
-    conn_abort(c, "out of memory");
-    return CONN_CLOSED;
-  }
-  c->state = CONN_CLOSING;
-  conn_arm_timer(c, c->opts.close_timeout_ms);
-  conn_start_reading(c); /* the peer's close frame must get through */
-  return CONN_OK;
+  return close_drive(c, CLOSE_EV_LOCAL_CLOSE, &(close_why){code, reason, reason_len});
 }
 
 void conn_respond(conn *c, const char *data, size_t len) {

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "protocol/buf.h"
+#include "protocol/close.h"
 #include "protocol/handshake.h"
 #include "transport/loop.h"
 #include "protocol/pmd.h"
@@ -86,27 +87,23 @@ typedef struct conn {
   uint64_t drained;      /* bytes of completed waiting writes (see bytes_drained) */
   uint64_t ping_drained; /* bytes_drained() at the ping, or when last seen to grow */
   conn_opts opts;
-  conn_state state;
+  conn_state state;  /* what the binding shows; CLOSING and DONE follow `close` */
+  close_state close; /* the close handshake's progress (protocol/close.h) */
   unsigned is_server : 1;
   unsigned user : 1;         /* a binding holds this conn */
   unsigned handles_open : 2; /* tcp and timer not yet closed */
   unsigned tcp_closing : 1;
   unsigned reading : 1;
   unsigned dirty : 1;
-  unsigned close_after_flush : 1; /* shut TCP down once the queue drains */
-  unsigned close_sent : 1;
-  unsigned close_received : 1;
-  unsigned clean : 1; /* both close frames went across */
+  unsigned clean : 1; /* outcome: both close frames went across (CLOSE_ACT_MARK_CLEAN) */
   unsigned awaiting_pong : 1;
-  unsigned pong_grace : 2;     /* loop iterations granted past the pong deadline */
-  unsigned want_write : 1;     /* a sender waits for the queue to drain */
-  unsigned fail_pending : 1;   /* protocol error: fail once the inbox drains */
-  unsigned close_deferred : 1; /* peer's close: answer once the inbox drains */
-  unsigned gai_pending : 1;    /* a uv_getaddrinfo request is out */
-  unsigned queued : 1;         /* in the server's accept queue */
-  unsigned opened : 1;         /* the opening handshake succeeded */
-  unsigned tls_ready : 1;      /* the TLS handshake is done */
-  unsigned tls_closing : 1;    /* close_notify queued */
+  unsigned pong_grace : 2;  /* loop iterations granted past the pong deadline */
+  unsigned want_write : 1;  /* a sender waits for the queue to drain */
+  unsigned gai_pending : 1; /* a uv_getaddrinfo request is out */
+  unsigned queued : 1;      /* in the server's accept queue */
+  unsigned opened : 1;      /* the opening handshake succeeded */
+  unsigned tls_ready : 1;   /* the TLS handshake is done */
+  unsigned tls_closing : 1; /* close_notify queued */
 
   proto proto;
   buf head; /* handshake head (and what followed it) until taken */
@@ -123,7 +120,7 @@ typedef struct conn {
   size_t inbox_bytes;
 
   unsigned close_code; /* what ws.close_code reports */
-  unsigned fail_code;  /* code to fail with once fail_pending clears */
+  unsigned fail_code;  /* code to fail with (CLOSE_ACT_RECORD_FAIL, then SEND_FAIL) */
   char *close_reason;  /* malloc'd, NUL-terminated, or NULL */
   uint8_t *pong;       /* malloc'd: the latest ping, unanswered while the queue is full */
   uint8_t pong_len;
