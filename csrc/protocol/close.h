@@ -11,6 +11,8 @@
 #ifndef DUPLEX_CLOSE_H
 #define DUPLEX_CLOSE_H
 
+#pragma GCC visibility push(hidden)
+
 typedef enum close_state {
   CLOSE_OPEN,          /* no close has begun (also before the opening handshake is done) */
   CLOSE_PEER_PENDING,  /* the peer's close came while messages wait unread: the
@@ -67,5 +69,7 @@ close_step close_lookup(close_state s, close_event e);
 
 /* Moves *s by e and returns the actions to perform. */
 unsigned close_apply(close_state *s, close_event e);
+
+#pragma GCC visibility pop
 
 #endif
