@@ -449,7 +449,6 @@ static int l_dial(lua_State *L) {
   lua_setmetatable(L, -2);
   conn *c = conn_new(l, 0, &o);
   if (!c) return push_error(L, "out of memory");
-  c->user = 1;
   u->c = c;
   size_t total = 1;
   for (size_t i = 0; i < np; i++) total += strlen(protocols[i]) + 1;
@@ -508,7 +507,7 @@ static int l_conn_info(lua_State *L) {
 
 static int l_conn_recv(lua_State *L) {
   conn *c = check_conn(L);
-  conn_msg *m;
+  const conn_msg *m;
   switch (conn_recv(c, &m)) {
   case CONN_OK:
     lua_pushlstring(L, (const char *)m->data, m->len);

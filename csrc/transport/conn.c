@@ -5,9 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "transport/dial.h"
-#include "transport/server.h"
-
 enum {
   DIRECT_WRITE_MIN = 64 * 1024,
   /* libuv buffer lengths are unsigned ints: longer spans go as several
@@ -15,9 +12,8 @@ enum {
    * CONN_MAX_HIGH_WATER) keep a queue within WIRE_BUFS of them. */
   WIRE_CHUNK = 1 << 30,
   WIRE_BUFS = 24,
-  /* what malloc adds to each unread message, charged against high_water
-   * so that a flood of empty messages is bounded too */
-  MSG_OVERHEAD = 16
+  /* a reassembled message this large is adopted, not copied, by the inbox */
+  ADOPT_MIN = 4096
 };
 
 /* Appends p[0..n) to b[k..) as buffers of at most WIRE_CHUNK bytes and
@@ -64,10 +60,15 @@ typedef struct close_why {
 static int close_drive(conn *c, close_event ev, const close_why *w);
 static void begin_teardown(conn *c);
 
+static void obj_close(loop_obj *o) { conn_close_handles((conn *)o); }
+static void obj_flush(loop_obj *o) { conn_flush((conn *)o); }
+static const loop_obj_ops conn_obj_ops = {obj_close, obj_flush};
+
 conn *conn_new(loop *l, int is_server, const conn_opts *o) {
   conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
-  c->kind = LOOP_OBJ_CONN;
+  c->obj.ops = &conn_obj_ops;
+  c->refs = 3; /* the creator's and one per handle */
   c->loop = l;
   c->id = loop_new_id(l);
   c->opts = *o;
@@ -78,17 +79,11 @@ conn *conn_new(loop *l, int is_server, const conn_opts *o) {
   uv_timer_init(&l->uv, &c->timer);
   c->tcp.data = c;
   c->timer.data = c;
-  c->handles_open = 2;
   return c;
 }
 
 static void conn_free(conn *c) {
-  conn_msg *m = c->inbox;
-  while (m) {
-    conn_msg *next = m->next;
-    loop_release(c->loop, m, m->cap);
-    m = next;
-  }
+  inbox_free(&c->inbox, c->loop);
   proto_free(&c->proto);
   buf_free(&c->head);
   loop_release(c->loop, c->out.data, c->out.cap);
@@ -103,17 +98,14 @@ static void conn_free(conn *c) {
   free(c);
 }
 
+void conn_ref(conn *c) { c->refs++; }
+
 /* The one place a conn is freed: when nothing refers to it any more. */
-void conn_maybe_free(conn *c) {
-  if (c->handles_open || c->user || c->gai_pending || c->server || c->dirty) return;
-  conn_free(c);
+void conn_unref(conn *c) {
+  if (--c->refs == 0) conn_free(c);
 }
 
-void conn_on_handle_closed(uv_handle_t *h) {
-  conn *c = h->data;
-  c->handles_open--;
-  conn_maybe_free(c);
-}
+void conn_on_handle_closed(uv_handle_t *h) { conn_unref(h->data); }
 
 /* One entry per step is enough, however many messages arrive. */
 static void wake(conn *c) {
@@ -126,14 +118,8 @@ static void wake(conn *c) {
 static void close_handles(conn *c) {
   if (c->tcp_closing) return;
   c->tcp_closing = 1;
-  if (c->server && !c->queued) server_unlink(c->server, c);
-  if (c->gai_pending) uv_cancel((uv_req_t *)&c->dial->gai); /* its callback still runs */
-  if (c->dirty) {                                           /* unlink from the loop's flush list */
-    conn **p = &c->loop->dirty;
-    while (*p && *p != c) p = &(*p)->next_dirty;
-    if (*p) *p = c->next_dirty;
-    c->dirty = 0;
-  }
+  loop_unmark_dirty(c->loop, &c->obj);
+  if (c->role && c->role->on_close) c->role->on_close(c);
   /* a dial retry may be closing the tcp handle already; its callback counts */
   if (!uv_is_closing((uv_handle_t *)&c->tcp))
     uv_close((uv_handle_t *)&c->tcp, conn_on_handle_closed);
@@ -157,17 +143,13 @@ void conn_abort(conn *c, const char *why) {
 }
 
 void conn_release(conn *c) {
-  c->user = 0;
   /* a finished connection completes its graceful teardown on its own */
   if (c->state != CONN_DONE) conn_abort(c, "connection was dropped by its owner");
-  conn_maybe_free(c);
+  conn_unref(c);
 }
 
 void conn_mark_dirty(conn *c) {
-  if (c->dirty || c->tcp_closing) return;
-  c->dirty = 1;
-  c->next_dirty = c->loop->dirty;
-  c->loop->dirty = c;
+  if (!c->tcp_closing) loop_mark_dirty(c->loop, &c->obj);
 }
 
 size_t conn_buffered(const conn *c) {
@@ -477,61 +459,44 @@ static int close_drive(conn *c, close_event ev, const close_why *w) {
  * answered HTTP request, a TLS alert): flush, FIN, wait for the peer's. */
 static void begin_teardown(conn *c) { close_drive(c, CLOSE_EV_END, NULL); }
 
+/* Inflates a whole compressed message into a block of its own, bounded by
+ * max_message. NULL after failing the connection through proto_abort. */
+static char *inflate_message(conn *c, int opcode, const uint8_t *data, size_t len, buf *out) {
+  unsigned code = pmd_inflate(c->pmd, data, len, c->opts.max_message, out);
+  const char *why = code == FRAME_CLOSE_TOO_BIG        ? "message too big"
+                    : code == FRAME_CLOSE_INVALID_DATA ? "invalid deflate data"
+                                                       : "out of memory";
+  if (!code && opcode == FRAME_TEXT && !utf8_valid((uint8_t *)out->data, out->len)) {
+    code = FRAME_CLOSE_INVALID_DATA;
+    why = "invalid UTF-8 in text message";
+  }
+  if (!code) return out->data ? out->data : malloc(1);
+  buf_free(out);
+  proto_abort(&c->proto, code, why);
+  return NULL;
+}
+
 static void sink_message(void *ud, int opcode, const uint8_t *data, size_t len) {
   conn *c = ud;
   if (c->state != CONN_OPEN) return; /* after our close frame, data is moot */
-  conn_msg *m;
+  int rc;
   if (c->proto.msg_rsv & FRAME_RSV1) {
-    /* inflated into a block shaped like a conn_msg, bounded by max_message */
     buf out = {0};
-    const size_t head = offsetof(conn_msg, data);
-    unsigned code = buf_reserve(&out, head) ? FRAME_CLOSE_INTERNAL : 0;
-    out.len = head;
-    if (!code) code = pmd_inflate(c->pmd, data, len, c->opts.max_message, &out);
-    const char *why = code == FRAME_CLOSE_TOO_BIG        ? "message too big"
-                      : code == FRAME_CLOSE_INVALID_DATA ? "invalid deflate data"
-                                                         : "out of memory";
-    len = out.len - head;
-    if (!code && opcode == FRAME_TEXT && !utf8_valid((uint8_t *)out.data + head, len)) {
-      code = FRAME_CLOSE_INVALID_DATA;
-      why = "invalid UTF-8 in text message";
-    }
-    if (code) {
-      buf_free(&out);
-      proto_abort(&c->proto, code, why);
-      return;
-    }
-    if (out.cap - out.len > 4096) { /* keep what the message needs, no more */
-      char *fit = realloc(out.data, out.len);
-      if (fit) out.data = fit, out.cap = out.len;
-    }
-    m = (conn_msg *)out.data;
-    m->cap = out.cap;
+    char *block = inflate_message(c, opcode, data, len, &out);
+    if (!block) return;
+    rc = inbox_push_block(&c->inbox, c->loop, opcode, block, out.cap ? out.cap : 1, out.len);
   } else {
-    /* a reassembled message is adopted as it lies; only small ones are copied */
-    size_t cap = c->proto.msg_reserve + c->proto.msg_cap;
-    m = proto_take_message(&c->proto);
-    if (m) {
-      m->cap = cap;
-    } else if ((m = loop_alloc(c->loop, offsetof(conn_msg, data) + len, &cap))) {
-      m->cap = cap;
-      if (len) memcpy(m->data, data, len);
-    }
+    /* a large reassembled message is adopted as it lies; others are copied */
+    size_t cap = c->proto.msg_cap;
+    void *block = len >= ADOPT_MIN ? proto_take_message(&c->proto) : NULL;
+    rc = block ? inbox_push_block(&c->inbox, c->loop, opcode, block, cap, len)
+               : inbox_push_copy(&c->inbox, c->loop, opcode, data, len);
   }
-  if (!m) {
+  if (rc) {
     close_drive(c, CLOSE_EV_ERROR, &(close_why){FRAME_CLOSE_INTERNAL, "out of memory", 0});
     return;
   }
-  m->next = NULL;
-  m->len = len;
-  m->opcode = opcode;
-  if (c->inbox_tail)
-    c->inbox_tail->next = m;
-  else
-    c->inbox = m;
-  c->inbox_tail = m;
-  c->inbox_bytes += m->cap + MSG_OVERHEAD;
-  if (c->inbox_bytes >= c->opts.high_water) stop_reading(c); /* the handler is behind */
+  if (c->inbox.bytes >= c->opts.high_water) stop_reading(c); /* the handler is behind */
   wake(c);
 }
 
@@ -565,7 +530,7 @@ static void sink_pong(void *ud, const uint8_t *data, size_t len) {
  * replies go out before ours, within the close timeout. */
 static void sink_close(void *ud, unsigned code, const uint8_t *reason, size_t len) {
   conn *c = ud;
-  close_event ev = c->inbox ? CLOSE_EV_PEER_CLOSE_UNREAD : CLOSE_EV_PEER_CLOSE;
+  close_event ev = !inbox_empty(&c->inbox) ? CLOSE_EV_PEER_CLOSE_UNREAD : CLOSE_EV_PEER_CLOSE;
   close_drive(c, ev, &(close_why){code, (const char *)reason, len});
 }
 
@@ -576,7 +541,7 @@ static const proto_sink sink = {sink_message, sink_ping, sink_pong, sink_close};
 static void feed(conn *c, uint8_t *data, size_t n) {
   unsigned code = proto_feed(&c->proto, data, n, &sink, c);
   if (!code) return;
-  close_event ev = c->inbox ? CLOSE_EV_ERROR_UNREAD : CLOSE_EV_ERROR;
+  close_event ev = !inbox_empty(&c->inbox) ? CLOSE_EV_ERROR_UNREAD : CLOSE_EV_ERROR;
   close_drive(c, ev, &(close_why){code, c->proto.error, 0});
 }
 
@@ -592,10 +557,7 @@ static void on_eof(conn *c, ssize_t err) {
 static void dispatch(conn *c, char *data, size_t n) {
   switch (c->state) {
   case CONN_HANDSHAKE:
-    if (c->is_server)
-      server_on_head(c, data, n);
-    else
-      dial_on_head(c, data, n);
+    c->role->on_head(c, data, n);
     break;
   case CONN_OPEN:
   case CONN_CLOSING:
@@ -722,7 +684,6 @@ void conn_open(conn *c, const uint8_t *rest, size_t rest_len) {
   c->state = CONN_OPEN;
   c->opened = 1;
   proto_init(&c->proto, c->is_server, c->opts.max_message);
-  c->proto.msg_reserve = offsetof(conn_msg, data);
   if (c->pmd) c->proto.rsv_allowed = FRAME_RSV1;
   uv_timer_stop(&c->timer);
   c->heard = uv_now(&c->loop->uv);
@@ -737,19 +698,15 @@ void conn_fail_handshake(conn *c, const char *why) {
   begin_teardown(c);
 }
 
-void conn_msg_free(conn *c, conn_msg *m) { loop_release(c->loop, m, m->cap); }
+void conn_msg_free(conn *c, const conn_msg *m) {
+  (void)m; /* always the front one */
+  inbox_pop(&c->inbox, c->loop);
+  if (c->state == CONN_OPEN && c->close == CLOSE_OPEN && c->inbox.bytes < c->opts.high_water)
+    conn_start_reading(c);
+}
 
-int conn_recv(conn *c, conn_msg **msg) {
-  conn_msg *m = c->inbox;
-  if (m) {
-    c->inbox = m->next;
-    if (!c->inbox) c->inbox_tail = NULL;
-    c->inbox_bytes -= m->cap + MSG_OVERHEAD;
-    if (c->state == CONN_OPEN && c->close == CLOSE_OPEN && c->inbox_bytes < c->opts.high_water)
-      conn_start_reading(c);
-    *msg = m;
-    return CONN_OK;
-  }
+int conn_recv(conn *c, const conn_msg **msg) {
+  if ((*msg = inbox_peek(&c->inbox))) return CONN_OK;
   close_drive(c, CLOSE_EV_INBOX_DRAINED, NULL); /* a pending close resolves now */
   switch (c->state) {
   case CONN_DIALING:

@@ -4,8 +4,12 @@
  * limits, and wakes its waiters (loop_wake(conn->id)) whenever something a
  * Lua caller may be waiting for has happened.
  *
- * Ownership: the transport allocates a conn and frees it in conn_free, once
- * both its handles are closed and no binding holds it (conn->user == 0). */
+ * Lifetime: one reference count (conn_ref/conn_unref), as for every
+ * transport object. conn_new returns a conn holding one reference for its
+ * creator (the server until a binding accepts it, then the binding; the
+ * binding for a dialled conn) and one for each of its two handles until
+ * their close callbacks ran; an outstanding request (a DNS lookup) holds one
+ * too. The last conn_unref frees it: nothing else ever does. */
 #ifndef DUPLEX_CONN_H
 #define DUPLEX_CONN_H
 
@@ -15,6 +19,7 @@
 #include "protocol/buf.h"
 #include "protocol/close.h"
 #include "protocol/handshake.h"
+#include "transport/inbox.h"
 #include "transport/loop.h"
 #include "protocol/pmd.h"
 #include "protocol/proto.h"
@@ -48,13 +53,8 @@ typedef enum conn_state {
   CONN_DONE     /* finished: no more frames either way */
 } conn_state;
 
-typedef struct conn_msg {
-  struct conn_msg *next;
-  size_t len;
-  size_t cap; /* of the whole block, for loop_release */
-  int opcode;
-  uint8_t data[];
-} conn_msg;
+/* A received message, as conn_recv shows it. */
+typedef inbox_msg conn_msg;
 
 typedef struct conn_write {
   uv_write_t req;
@@ -63,7 +63,15 @@ typedef struct conn_write {
   size_t len; /* bytes still in flight */
 } conn_write;
 
-enum { LOOP_OBJ_CONN = 1, LOOP_OBJ_SERVER = 2 };
+struct conn;
+
+/* What a conn's owner does with it while the opening handshake runs: the
+ * server answers the request, the dialer checks the response. This keeps
+ * conn.c from knowing either (no include circle). */
+typedef struct conn_role {
+  void (*on_head)(struct conn *c, const char *data, size_t n); /* head bytes arrived */
+  void (*on_close)(struct conn *c); /* the handles are closing: let go of c */
+} conn_role;
 
 /* What only a client needs while it dials; kept apart so that the many
  * server-side connections do not carry it. */
@@ -71,12 +79,15 @@ typedef struct conn_dialer {
   uv_getaddrinfo_t gai;
   struct addrinfo *ai, *ai_next;
   uv_connect_t connect_req;
+  int resolving; /* the uv_getaddrinfo request is out (it holds a reference) */
   char key[HS_KEY_LEN + 1];
   char offered[]; /* NUL-separated offered subprotocols, then an empty one */
 } conn_dialer;
 
 typedef struct conn {
-  int kind; /* LOOP_OBJ_CONN: handle->data of tcp and timer points here */
+  loop_obj obj; /* first: handle->data of tcp and timer points here */
+  const conn_role *role;
+  unsigned refs;
   uv_tcp_t tcp;
   uv_timer_t timer; /* handshake, keepalive, close and teardown deadlines */
   loop *loop;
@@ -90,16 +101,12 @@ typedef struct conn {
   conn_state state;  /* what the binding shows; CLOSING and DONE follow `close` */
   close_state close; /* the close handshake's progress (protocol/close.h) */
   unsigned is_server : 1;
-  unsigned user : 1;         /* a binding holds this conn */
-  unsigned handles_open : 2; /* tcp and timer not yet closed */
   unsigned tcp_closing : 1;
   unsigned reading : 1;
-  unsigned dirty : 1;
   unsigned clean : 1; /* outcome: both close frames went across (CLOSE_ACT_MARK_CLEAN) */
   unsigned awaiting_pong : 1;
   unsigned pong_grace : 2;  /* loop iterations granted past the pong deadline */
   unsigned want_write : 1;  /* a sender waits for the queue to drain */
-  unsigned gai_pending : 1; /* a uv_getaddrinfo request is out */
   unsigned queued : 1;      /* in the server's accept queue */
   unsigned opened : 1;      /* the opening handshake succeeded */
   unsigned tls_ready : 1;   /* the TLS handshake is done */
@@ -114,10 +121,8 @@ typedef struct conn {
   buf out;              /* queued, not yet handed to the kernel (plaintext) */
   buf cipher;           /* TLS records waiting to be written */
   conn_write *inflight; /* at most one uv_write at a time */
-  struct conn *next_dirty;
 
-  conn_msg *inbox, *inbox_tail;
-  size_t inbox_bytes;
+  inbox inbox; /* messages the handler has not taken yet */
 
   unsigned close_code; /* what ws.close_code reports */
   unsigned fail_code;  /* code to fail with (CLOSE_ACT_RECORD_FAIL, then SEND_FAIL) */
@@ -150,10 +155,11 @@ conn *conn_new(loop *l, int is_server, const conn_opts *o);
 /* Starts the server handshake on an accepted connection. */
 void conn_start_server(conn *c);
 
-/* Pops the next message (the caller gives it back with conn_msg_free). CONN_WAIT when
- * none is there yet, CONN_CLOSED when none will come. */
-int conn_recv(conn *c, conn_msg **msg);
-void conn_msg_free(conn *c, conn_msg *m);
+/* Shows the next message (valid until the caller lets go of it with
+ * conn_msg_free, which must come before anything else is done with c).
+ * CONN_WAIT when none is there yet, CONN_CLOSED when none will come. */
+int conn_recv(conn *c, const conn_msg **msg);
+void conn_msg_free(conn *c, const conn_msg *m);
 
 /* Queues one whole message (or control frame). CONN_WAIT when the queue is
  * above the high-water mark (nothing queued: retry after a wake-up). */
@@ -169,8 +175,12 @@ void conn_respond(conn *c, const char *data, size_t len);
 /* Drops the TCP connection now (no close frame). */
 void conn_abort(conn *c, const char *why);
 
-/* Called by the binding when it lets go of c; frees it when possible. */
+/* The binding lets go of c (drops the creator's reference, aborting c
+ * unless it has finished). */
 void conn_release(conn *c);
+
+void conn_ref(conn *c);
+void conn_unref(conn *c);
 
 /* Sends what is queued (called by loop_flush). */
 void conn_flush(conn *c);
@@ -191,7 +201,6 @@ void conn_start_reading(conn *c);
 void conn_open(conn *c, const uint8_t *rest, size_t rest_len);
 void conn_fail_handshake(conn *c, const char *why);
 void conn_close_handles(conn *c);
-void conn_maybe_free(conn *c);
 void conn_on_handle_closed(uv_handle_t *h);
 void conn_arm_timer(conn *c, uint64_t ms);
 /* Appends handshake bytes; -1 when the head grows past max_head. */

@@ -6,6 +6,14 @@
 
 static void try_next(conn *c);
 
+static void dial_on_head(conn *c, const char *data, size_t n);
+
+static void on_conn_close(conn *c) {
+  if (c->dial->resolving) uv_cancel((uv_req_t *)&c->dial->gai); /* its callback still runs */
+}
+
+static const conn_role dial_role = {dial_on_head, on_conn_close};
+
 static void on_retry_closed(uv_handle_t *h) {
   conn *c = h->data;
   if (c->tcp_closing) { /* aborted while closing for a retry */
@@ -51,16 +59,16 @@ static void try_next(conn *c) {
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   conn *c = req->data;
-  c->gai_pending = 0;
+  c->dial->resolving = 0;
   if (c->tcp_closing || status < 0) {
     if (res) uv_freeaddrinfo(res);
     if (!c->tcp_closing)
       conn_abort(c, status == UV_EAI_NONAME ? "host not found" : uv_strerror(status));
-    conn_maybe_free(c);
-    return;
+  } else {
+    c->dial->ai = c->dial->ai_next = res;
+    try_next(c);
   }
-  c->dial->ai = c->dial->ai_next = res;
-  try_next(c);
+  conn_unref(c); /* the request's reference */
 }
 
 int dial_start(conn *c, const char *host, const char *port) {
@@ -69,14 +77,16 @@ int dial_start(conn *c, const char *host, const char *port) {
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   c->dial->gai.data = c;
+  c->role = &dial_role;
   int rc = uv_getaddrinfo(&c->loop->uv, &c->dial->gai, on_resolved, host, port, &hints);
   if (rc) return rc;
-  c->gai_pending = 1;
+  c->dial->resolving = 1;
+  conn_ref(c);
   conn_arm_timer(c, c->opts.handshake_timeout_ms);
   return 0;
 }
 
-void dial_on_head(conn *c, const char *data, size_t n) {
+static void dial_on_head(conn *c, const char *data, size_t n) {
   if (conn_head_append(c, data, n)) {
     conn_abort(c, "response head too large");
     return;

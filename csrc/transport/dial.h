@@ -17,9 +17,6 @@
  * 0, or a libuv error when the resolution cannot start. */
 int dial_start(conn *c, const char *host, const char *port);
 
-/* Response head bytes from the server (state CONN_HANDSHAKE). */
-void dial_on_head(conn *c, const char *data, size_t n);
-
 #pragma GCC visibility pop
 
 #endif

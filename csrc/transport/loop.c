@@ -5,8 +5,6 @@
 
 #include <openssl/rand.h>
 
-#include "transport/conn.h"
-#include "transport/server.h"
 #include "transport/tls.h"
 
 static void noop_timer(uv_timer_t *t) { (void)t; }
@@ -31,8 +29,7 @@ int loop_init(loop *l) {
   return 0;
 }
 
-/* Handles with data belong to a conn or a server, whose first member tells
- * which; the loop's own timers have none. */
+/* Handles with data belong to a loop_obj; the loop's own timers have none. */
 static void close_any(uv_handle_t *h, void *arg) {
   (void)arg;
   if (uv_is_closing(h)) return;
@@ -40,10 +37,8 @@ static void close_any(uv_handle_t *h, void *arg) {
     uv_close(h, NULL);
     return;
   }
-  if (*(int *)h->data == LOOP_OBJ_CONN)
-    conn_close_handles(h->data);
-  else
-    server_close(h->data);
+  loop_obj *o = h->data;
+  o->ops->close(o);
 }
 
 void loop_close(loop *l) {
@@ -187,13 +182,28 @@ void loop_release(loop *l, void *p, size_t cap) {
   free(p);
 }
 
+void loop_mark_dirty(loop *l, loop_obj *o) {
+  if (o->dirty_prev) return;
+  o->dirty_next = l->dirty;
+  if (l->dirty) l->dirty->dirty_prev = &o->dirty_next;
+  o->dirty_prev = &l->dirty;
+  l->dirty = o;
+}
+
+void loop_unmark_dirty(loop *l, loop_obj *o) {
+  (void)l;
+  if (!o->dirty_prev) return;
+  *o->dirty_prev = o->dirty_next;
+  if (o->dirty_next) o->dirty_next->dirty_prev = o->dirty_prev;
+  o->dirty_next = NULL;
+  o->dirty_prev = NULL;
+}
+
 void loop_flush(loop *l) {
   while (l->dirty) {
-    struct conn *c = l->dirty;
-    l->dirty = c->next_dirty;
-    c->next_dirty = NULL;
-    c->dirty = 0;
-    conn_flush(c);
+    loop_obj *o = l->dirty;
+    loop_unmark_dirty(l, o);
+    o->ops->flush(o);
   }
 }
 

@@ -14,7 +14,18 @@
  * with names like tls_read must not capture our calls */
 #pragma GCC visibility push(hidden)
 
-struct conn;
+/* What the loop knows of the objects whose handles it runs (connections and
+ * listeners): each starts with a loop_obj, and every handle's data points at
+ * it, so the loop reaches them through these operations alone. */
+typedef struct loop_obj loop_obj;
+typedef struct loop_obj_ops {
+  void (*close)(loop_obj *o); /* close every handle (loop_close) */
+  void (*flush)(loop_obj *o); /* send what was queued (loop_flush) */
+} loop_obj_ops;
+struct loop_obj {
+  const loop_obj_ops *ops;
+  loop_obj *dirty_next, **dirty_prev; /* dirty_prev is NULL when not listed */
+};
 
 /* One read buffer per loop, so idle connections hold none; large enough
  * that a 64 KiB frame usually arrives whole and is delivered without a copy. */
@@ -31,7 +42,7 @@ typedef struct loop_block {
   size_t cap;
 } loop_block;
 
-enum { LOOP_SPARES = 16, LOOP_SPARE_MIN = 4096, LOOP_SPARE_BYTES = 8 << 20 };
+enum { LOOP_SPARES = 64, LOOP_SPARE_MIN = 4096, LOOP_SPARE_BYTES = 8 << 20 };
 
 typedef struct loop {
   uv_loop_t uv;
@@ -50,10 +61,10 @@ typedef struct loop {
   /* min-heap of sleeping coroutines by due time */
   loop_sleeper *sleepers;
   size_t nsleepers, sleepers_cap;
-  /* connections with output waiting for the next flush, linked through
-   * conn->next_dirty; one flush per step sends everything queued since the
-   * last one in one write per connection (corking). */
-  struct conn *dirty;
+  /* objects with output waiting for the next flush; one flush per step
+   * sends everything queued since the last one in one write per connection
+   * (corking). Doubly linked: a closing connection leaves it in O(1). */
+  loop_obj *dirty;
   int closing;
   struct tls_ctx *tls_client; /* default client TLS config, made on first use */
   buf zbuf;                   /* scratch for compressing one message */
@@ -94,7 +105,15 @@ void *loop_alloc(loop *l, size_t n, size_t *cap);
  * else freed. */
 void loop_release(loop *l, void *p, size_t cap);
 
-/* Sends what every dirty connection has queued. */
+/* Lists o for the next flush (once, however often it is called). */
+void loop_mark_dirty(loop *l, loop_obj *o);
+
+/* Takes o off the flush list if it is there. */
+void loop_unmark_dirty(loop *l, loop_obj *o);
+
+static inline int loop_is_dirty(const loop_obj *o) { return o->dirty_prev != NULL; }
+
+/* Sends what every dirty object has queued. */
 void loop_flush(loop *l);
 
 /* One step: flush, then run libuv once, waiting at most timeout_ms for an

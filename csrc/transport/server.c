@@ -33,11 +33,25 @@ static void server_free(server *s) {
   free(s);
 }
 
-static void on_server_closed(uv_handle_t *h) {
-  server *s = h->data;
-  s->handle_closed = 1;
-  if (!s->user) server_free(s);
+static void server_unref(server *s) {
+  if (--s->refs == 0) server_free(s);
 }
+
+static void on_server_closed(uv_handle_t *h) { server_unref(h->data); }
+
+static void server_on_head(conn *c, const char *data, size_t n);
+
+static void unlink_handshaking(server *s, conn *c);
+
+/* A handshaking conn holds the server's reference: it goes when the conn
+ * closes before it was queued (a queued one waits for server_accept). */
+static void on_conn_close(conn *c) {
+  if (!c->server || c->queued) return;
+  unlink_handshaking(c->server, c);
+  conn_unref(c);
+}
+
+static const conn_role server_role = {server_on_head, on_conn_close};
 
 static void link_handshaking(server *s, conn *c) {
   c->server = s;
@@ -47,7 +61,7 @@ static void link_handshaking(server *s, conn *c) {
   s->handshaking = c;
 }
 
-void server_unlink(server *s, conn *c) {
+static void unlink_handshaking(server *s, conn *c) {
   if (c->srv_prev)
     c->srv_prev->srv_next = c->srv_next;
   else
@@ -58,7 +72,7 @@ void server_unlink(server *s, conn *c) {
 }
 
 static void enqueue(server *s, conn *c) {
-  server_unlink(s, c);
+  unlink_handshaking(s, c);
   c->server = s;
   c->queued = 1;
   c->srv_next = NULL;
@@ -77,8 +91,7 @@ conn *server_accept(server *s) {
   if (!s->queue) s->queue_tail = NULL;
   c->srv_next = NULL;
   c->queued = 0;
-  c->server = NULL;
-  c->user = 1;
+  c->server = NULL; /* its reference passes to the caller */
   return c;
 }
 
@@ -96,6 +109,7 @@ static void on_connection(uv_stream_t *stream, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  c->role = &server_role;
   link_handshaking(s, c);
   conn_arm_timer(c, s->opts.handshake_timeout_ms);
   conn_start_reading(c);
@@ -118,7 +132,7 @@ static int origin_allowed(const server *s, const hs_head *h) {
   return 0;
 }
 
-void server_on_head(conn *c, const char *data, size_t n) {
+static void server_on_head(conn *c, const char *data, size_t n) {
   server *s = c->server;
   if (!s) return;
   if (conn_head_append(c, data, n)) {
@@ -190,6 +204,10 @@ void server_on_head(conn *c, const char *data, size_t n) {
   }
 }
 
+static void obj_close(loop_obj *o) { server_close((server *)o); }
+static void obj_flush(loop_obj *o) { (void)o; }
+static const loop_obj_ops server_obj_ops = {obj_close, obj_flush};
+
 server *server_listen(loop *l, const char *host, int port, const server_opts *o, int *err) {
   struct sockaddr_storage addr;
   int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
@@ -200,7 +218,7 @@ server *server_listen(loop *l, const char *host, int port, const server_opts *o,
     if (o->tls) tls_ctx_unref(o->tls); /* ours even when we fail */
     return NULL;
   }
-  s->kind = LOOP_OBJ_SERVER;
+  s->obj.ops = &server_obj_ops;
   s->loop = l;
   s->id = loop_new_id(l);
   s->opts = o->conn;
@@ -210,7 +228,7 @@ server *server_listen(loop *l, const char *host, int port, const server_opts *o,
   s->origins = copy_list(o->origins, o->norigins);
   s->nprotocols = s->protocols ? o->nprotocols : 0;
   s->norigins = s->origins ? o->norigins : 0;
-  s->user = 1;
+  s->refs = 1; /* the caller's; the handle's is added once it exists */
   if (s->nprotocols != o->nprotocols || s->norigins != o->norigins) {
     server_free(s);
     *err = UV_ENOMEM;
@@ -218,11 +236,12 @@ server *server_listen(loop *l, const char *host, int port, const server_opts *o,
   }
   uv_tcp_init(&l->uv, &s->tcp);
   s->tcp.data = s;
+  s->refs++;
   rc = uv_tcp_bind(&s->tcp, (struct sockaddr *)&addr, 0);
   if (!rc) rc = uv_listen((uv_stream_t *)&s->tcp, o->backlog > 0 ? o->backlog : 511, on_connection);
   if (rc) {
     *err = rc;
-    s->user = 0;
+    s->refs--; /* the caller gets nothing */
     s->closing = 1;
     uv_close((uv_handle_t *)&s->tcp, on_server_closed);
     return NULL;
@@ -249,7 +268,6 @@ void server_close(server *s) {
 }
 
 void server_release(server *s) {
-  s->user = 0;
   server_close(s);
-  if (s->handle_closed) server_free(s);
+  server_unref(s);
 }

@@ -24,7 +24,8 @@ typedef struct server_opts {
 } server_opts;
 
 typedef struct server {
-  int kind; /* LOOP_OBJ_SERVER */
+  loop_obj obj;  /* first: handle->data of tcp points here */
+  unsigned refs; /* the binding's and the handle's, as for a conn */
   uv_tcp_t tcp;
   loop *loop;
   int64_t id;
@@ -33,9 +34,7 @@ typedef struct server {
   tls_ctx *tls;                /* one reference, or NULL */
   size_t nprotocols, norigins;
   unsigned has_http : 1;
-  unsigned user : 1;
   unsigned closing : 1;
-  unsigned handle_closed : 1;
   conn *handshaking;        /* doubly linked through srv_prev/srv_next */
   conn *queue, *queue_tail; /* waiting for server_accept, through srv_next */
   int port;
@@ -61,12 +60,6 @@ void server_close(server *s);
 
 /* The binding lets go of s; freed once its handle is closed. */
 void server_release(server *s);
-
-/* conn.c: a handshaking connection went away. */
-void server_unlink(server *s, conn *c);
-
-/* conn.c: bytes arrived on a connection in CONN_HANDSHAKE. */
-void server_on_head(conn *c, const char *data, size_t n);
 
 #pragma GCC visibility pop
 
