@@ -41,11 +41,14 @@ typedef struct loop_task {
 } loop_task;
 
 /* TLS handshake steps (SSL_do_handshake calls on new input) per loop step.
- * A server's first step (key exchange and signature) costs 0.1 ms with an
- * EC P-256 key and about 1 ms with RSA-2048 on one core, so 16 keep the
- * handshake work of one step under ~16 ms even with RSA, while open
- * connections are served between every 16; a loop with nothing else to do
- * still runs handshakes back to back, steps being cheap. */
+ * A server's first step (X25519 and a signature) costs about 0.1 ms with an
+ * EC P-256 key and 0.4 ms with RSA-2048 (openssl speed on the 2-core test
+ * machine; older cores 2-3 times that). 16 keep the handshake work of one
+ * step within a few ms, so that a flood of ClientHellos (epoll hands over
+ * up to 1024 ready sockets at once) delays open connections by that much
+ * at most, not by hundreds of ms; and the per-step cost (a poll, a Lua
+ * scheduler pass: tens of us) stays small beside 16 handshakes, so a loop
+ * with nothing else to do still runs them at nearly full speed. */
 enum { LOOP_TLS_STEPS = 16 };
 
 typedef struct loop {
