@@ -63,7 +63,10 @@ duplex/core.so: $(BUILD)/duplex/core.so
 build/ctest/%: csrc/test/%.c $(PROTO_SRC) $(CORE_HDR) csrc/test/*.h
 	@mkdir -p build/ctest
 	$(CC) $(CSTD) -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  -Icsrc $< $(PROTO_SRC) $(DEP_CFLAGS) $(DEP_LIBS) -o $@
+	  -Icsrc $(filter %.c,$^) $(DEP_CFLAGS) $(DEP_LIBS) -o $@
+
+# C tests of a transport file link it besides the protocol layer
+build/ctest/test_tls: csrc/transport/tls.c
 
 ctest: $(CTESTS)
 	@sh .ci/ctest $(CTESTS)

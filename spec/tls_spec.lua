@@ -660,6 +660,59 @@ describe("wss://", function()
     end)
   end)
 
+  describe("handshake budget", function()
+    -- At most LOOP_TLS_STEPS (16) handshake steps run per loop step; the
+    -- rest wait, input kept, for the next steps.
+    local function flood(port, n, results)
+      for i = 1, n do
+        duplex.spawn(function()
+          local ws, err = duplex.connect(wss(port), trusting())
+          if ws then helpers.track_ws(ws) end
+          local msg = "client " .. i
+          local ok = ws and ws:send(msg) and ws:receive() == msg and ws:close()
+          results[i] = ok and true or tostring(err)
+          results.done = results.done + 1
+        end)
+      end
+    end
+
+    it("many simultaneous TLS clients all complete; an open connection is served meanwhile", function()
+      helpers.run(function()
+        local s = tls_echo()
+        local steady = assert(helpers.connect(wss(s.port), trusting()))
+        local n, results = 300, { done = 0 }
+        flood(s.port, n, results)
+        local trips, worst = 0, 0
+        while results.done < n do
+          local t0 = duplex.now()
+          assert.are.same({ "steady", "text" }, { round_trip(steady, "steady") })
+          worst = math.max(worst, duplex.now() - t0)
+          trips = trips + 1
+        end
+        for i = 1, n do assert.are.equal(true, results[i], "client " .. i) end
+        assert.is_true(trips >= 1)
+        assert.is_true(worst < 5, "a round trip took " .. worst .. " s")
+        assert.is_true(steady:close())
+      end, 60)
+    end)
+
+    it("handshakes stuck mid-record take steps but hold no one back", function()
+      helpers.run(function()
+        local s = tls_echo(nil, nil, { handshake_timeout = 20 })
+        local stuck = {}
+        for i = 1, 64 do
+          stuck[i] = assert(helpers.raw_client(s.port))
+          assert(stuck[i]:send("\22\3\1")) -- the start of a record, then nothing
+        end
+        local n, results = 100, { done = 0 }
+        flood(s.port, n, results)
+        assert.truthy(helpers.wait_until(function() return results.done == n end, 30))
+        for i = 1, n do assert.are.equal(true, results[i], "client " .. i) end
+        for i = 1, #stuck do stuck[i]:close() end
+      end, 60)
+    end)
+  end)
+
   describe("records cut anywhere", function()
     it("works with every byte forwarded on its own (handshake, messages, close)", function()
       helpers.run(function()

@@ -88,6 +88,7 @@ static void conn_free(conn *c) {
   buf_free(&c->head);
   loop_release(c->loop, c->out.data, c->out.cap);
   buf_free(&c->cipher);
+  loop_undefer(c->loop, &c->tls_wait);
   tls_free(c->tls);
   pmd_free(c->pmd);
   if (c->dial && c->dial->ai) uv_freeaddrinfo(c->dial->ai);
@@ -156,25 +157,31 @@ size_t conn_buffered(const conn *c) {
   return c->out.len + c->cipher.len + (c->inflight ? c->inflight->len : 0);
 }
 
+static void tls_resume(loop_task *t);
+
 int conn_use_tls(conn *c, tls_ctx *ctx, const char *host) {
-  c->tls = tls_new(ctx, host);
+  if (!loop_plain(c->loop)) return -1;
+  c->tls = tls_new(ctx, host, &c->cipher);
+  c->tls_wait.run = tls_resume;
   return c->tls ? 0 : -1;
 }
 
-/* Encrypts the queued plaintext (once the TLS handshake allows it) and moves
- * every pending record to c->cipher. 0, or -1 after aborting c. */
+/* Encrypts the queued plaintext once the TLS handshake allows it (the
+ * records land in c->cipher). What TLS does not take yet stays queued, to
+ * go after the next input. 0, or -1 after aborting c. */
 static int tls_pump(conn *c) {
-  if (c->tls_ready && c->out.len && !c->tls_closing) {
-    if (tls_write(c->tls, c->out.data, c->out.len) != TLS_OK) {
-      conn_abort(c, tls_error(c->tls));
-      return -1;
-    }
+  if (!c->tls_ready || !c->out.len || c->tls_closing) return 0;
+  size_t done;
+  if (tls_write(c->tls, c->out.data, c->out.len, &done) == TLS_ERROR) {
+    conn_abort(c, tls_error(c->tls));
+    return -1;
+  }
+  if (done == c->out.len) {
     loop_release(c->loop, c->out.data, c->out.cap);
     c->out = (buf){0};
-  }
-  if (tls_take_out(c->tls, &c->cipher)) {
-    conn_abort(c, "out of memory");
-    return -1;
+  } else if (done) {
+    memmove(c->out.data, c->out.data + done, c->out.len - done);
+    c->out.len -= done;
   }
   return 0;
 }
@@ -386,9 +393,12 @@ static void teardown(conn *c) {
   if (c->tcp_closing) return;
   if (c->tls && c->tls_ready && !c->tls_closing) {
     if (tls_pump(c)) return;
-    tls_shutdown(c->tls); /* close_notify, so the peer can tell a cut from an end */
-    c->tls_closing = 1;
-    if (tls_pump(c)) return;
+    /* close_notify (so the peer can tell a cut from an end) after the last
+     * byte: with plaintext still queued, begin_teardown runs again once it is out */
+    if (!c->out.len) {
+      tls_shutdown(c->tls);
+      c->tls_closing = 1;
+    }
   }
   if (conn_buffered(c))
     conn_mark_dirty(c);
@@ -568,45 +578,73 @@ static void dispatch(conn *c, char *data, size_t n) {
   }
 }
 
-static void tls_input(conn *c, const char *data, size_t n) {
-  if (tls_feed(c->tls, data, n)) {
-    conn_abort(c, "out of memory");
-    return;
-  }
-  if (!c->tls_ready) {
-    int rc = tls_handshake(c->tls);
-    conn_mark_dirty(c); /* handshake records, or an alert */
-    if (rc == TLS_ERROR) {
-      /* send the alert (it tells the peer why) before closing */
-      c->error = tls_error(c->tls);
-      if (tls_take_out(c->tls, &c->cipher) || !c->cipher.len)
-        conn_abort(c, c->error);
-      else
-        begin_teardown(c);
-      return;
+/* One TLS handshake step on what was fed, within the loop's budget: 1 once
+ * the handshake is done, 0 while it waits (for input or for budget), -1
+ * after ending c. */
+static int tls_step(conn *c) {
+  if (c->tls_wait.next || !loop_tls_step(c->loop)) {
+    /* over budget: the input waits aside, and no more is read, until a
+     * later step resumes the handshake (tls_resume) */
+    if (tls_end_input(c->tls)) {
+      conn_abort(c, "out of memory");
+      return -1;
     }
-    if (rc == TLS_WANT) return;
-    c->tls_ready = 1; /* and a client's request can go out now */
+    stop_reading(c);
+    loop_defer(c->loop, &c->tls_wait);
+    return 0;
   }
-  /* the ciphertext is in OpenSSL's buffer: the read buffer is free again */
-  char *plain = (char *)c->loop->readbuf;
-  for (;;) {
-    int status;
-    size_t got = tls_read(c->tls, plain, LOOP_READ_SIZE, &status);
-    if (got) {
-      dispatch(c, plain, got);
+  int rc = tls_handshake(c->tls);
+  conn_mark_dirty(c); /* handshake records, or an alert */
+  if (rc == TLS_ERROR) {
+    /* send the alert (it tells the peer why) before closing */
+    c->error = tls_error(c->tls);
+    if (!c->cipher.len)
+      conn_abort(c, c->error);
+    else
+      begin_teardown(c);
+    return -1;
+  }
+  if (rc == TLS_WANT) return 0;
+  c->tls_ready = 1; /* and a client's request can go out now */
+  return 1;
+}
+
+/* Decrypts all that was fed into the loop's plaintext buffer, handing it on
+ * a buffer at a time (so a large frame usually arrives whole). */
+static void tls_decrypt(conn *c) {
+  char *plain = (char *)c->loop->plain;
+  size_t have = 0;
+  int status = TLS_OK;
+  while (status == TLS_OK) {
+    have += tls_read(c->tls, plain + have, LOOP_READ_SIZE - have, &status);
+    if (have && (have == LOOP_READ_SIZE || status != TLS_OK)) {
+      dispatch(c, plain, have);
       if (c->tcp_closing) return;
-      continue;
+      have = 0;
     }
-    if (status == TLS_WANT) break;
-    if (status == TLS_CLOSED) {
-      on_eof(c, UV_EOF);
-      return;
-    }
-    conn_abort(c, tls_error(c->tls));
-    return;
   }
-  conn_mark_dirty(c); /* TLS may have records of its own to send */
+  if (status == TLS_CLOSED)
+    on_eof(c, UV_EOF);
+  else if (status == TLS_ERROR)
+    conn_abort(c, tls_error(c->tls));
+  else
+    conn_mark_dirty(c); /* TLS may have records of its own, or queued output may go now */
+}
+
+/* Ciphertext from the peer, read by OpenSSL in place: all of it is consumed
+ * (or set aside) before this returns, since the read buffer is the loop's. */
+static void tls_input(conn *c, const char *data, size_t n) {
+  tls_feed(c->tls, data, n);
+  if (c->tls_ready || tls_step(c) == 1) tls_decrypt(c);
+  if (!c->tcp_closing && tls_end_input(c->tls)) conn_abort(c, "out of memory");
+}
+
+/* A handshake put off by tls_step, in a later step with budget. */
+static void tls_resume(loop_task *t) {
+  conn *c = (conn *)((char *)t - offsetof(conn, tls_wait));
+  if (c->tcp_closing) return;
+  conn_start_reading(c);
+  tls_input(c, NULL, 0);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {

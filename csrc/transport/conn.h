@@ -117,6 +117,7 @@ typedef struct conn {
   size_t head_len;
 
   tls *tls;             /* NULL for plain TCP */
+  loop_task tls_wait;   /* queued while its TLS handshake waits for budget */
   pmd *pmd;             /* NULL unless permessage-deflate was negotiated */
   buf out;              /* queued, not yet handed to the kernel (plaintext) */
   buf cipher;           /* TLS records waiting to be written */

@@ -26,6 +26,8 @@ int loop_init(loop *l) {
   uv_unref((uv_handle_t *)&l->kick);
   l->next_id = 1;
   l->wake_gen = 1;
+  l->deferred.prev = l->deferred.next = &l->deferred;
+  l->tls_steps = LOOP_TLS_STEPS;
   return 0;
 }
 
@@ -48,6 +50,8 @@ void loop_close(loop *l) {
   uv_loop_close(&l->uv);
   if (l->tls_client) tls_ctx_unref(l->tls_client);
   buf_free(&l->zbuf);
+  free(l->plain);
+  l->plain = NULL;
   for (size_t i = 0; i < l->nspares; i++) free(l->spares[i].p);
   l->nspares = l->spare_bytes = 0;
   free(l->ready);
@@ -199,6 +203,46 @@ void loop_unmark_dirty(loop *l, loop_obj *o) {
   o->dirty_prev = NULL;
 }
 
+uint8_t *loop_plain(loop *l) {
+  if (!l->plain) l->plain = malloc(LOOP_READ_SIZE);
+  return l->plain;
+}
+
+int loop_tls_step(loop *l) {
+  if (!l->tls_steps) return 0;
+  l->tls_steps--;
+  return 1;
+}
+
+void loop_defer(loop *l, loop_task *t) {
+  if (t->next) return;
+  t->next = &l->deferred;
+  t->prev = l->deferred.prev;
+  t->prev->next = t;
+  l->deferred.prev = t;
+}
+
+void loop_undefer(loop *l, loop_task *t) {
+  (void)l;
+  if (!t->next) return;
+  t->prev->next = t->next;
+  t->next->prev = t->prev;
+  t->prev = t->next = NULL;
+}
+
+static int has_deferred(const loop *l) { return l->deferred.next != &l->deferred; }
+
+/* A fresh budget, spent on the oldest put-off work first: new handshakes
+ * wait behind it, so none waits for ever. */
+static void run_deferred(loop *l) {
+  l->tls_steps = LOOP_TLS_STEPS;
+  while (l->tls_steps && has_deferred(l)) {
+    loop_task *t = l->deferred.next;
+    loop_undefer(l, t);
+    t->run(t);
+  }
+}
+
 void loop_flush(loop *l) {
   while (l->dirty) {
     loop_obj *o = l->dirty;
@@ -208,8 +252,9 @@ void loop_flush(loop *l) {
 }
 
 size_t loop_step(loop *l, int timeout_ms) {
+  run_deferred(l);
   loop_flush(l);
-  if (l->nready || l->wake_all) timeout_ms = 0;
+  if (l->nready || l->wake_all || has_deferred(l)) timeout_ms = 0;
   if (timeout_ms == 0) {
     uv_run(&l->uv, UV_RUN_NOWAIT);
   } else {
@@ -232,10 +277,12 @@ void loop_take_ready(loop *l) {
 }
 
 int loop_timeout(loop *l) {
-  if (l->nready || l->wake_all || l->dirty) return 0;
+  if (l->nready || l->wake_all || l->dirty || has_deferred(l)) return 0;
   /* the host may have spent a while elsewhere since the last step */
   uv_update_time(&l->uv);
   return uv_backend_timeout(&l->uv);
 }
 
-int loop_alive(loop *l) { return l->nready || l->wake_all || l->dirty || uv_loop_alive(&l->uv); }
+int loop_alive(loop *l) {
+  return l->nready || l->wake_all || l->dirty || has_deferred(l) || uv_loop_alive(&l->uv);
+}

@@ -21,6 +21,7 @@ typedef struct sni_entry {
 
 struct tls_ctx {
   SSL_CTX *ctx;
+  BIO_METHOD *bio; /* the sessions' BIO (see bio_read), one per context: no global state */
   int refs;
   int is_server;
   sni_entry sni[MAX_SNI];
@@ -30,8 +31,11 @@ struct tls_ctx {
 struct tls {
   tls_ctx *ctx;
   SSL *ssl;
-  BIO *net_in;  /* ciphertext from the peer, read by OpenSSL */
-  BIO *net_out; /* ciphertext OpenSSL wrote for the peer */
+  buf *out;        /* the caller's queue: OpenSSL writes records straight into it */
+  const char *in;  /* the span tls_feed gave, read by OpenSSL in place */
+  size_t in_len;   /* bytes of it not read yet */
+  buf kept;        /* input set aside by tls_end_input (rare), read before in */
+  size_t kept_off; /* bytes of kept already read */
   char error[256];
 };
 
@@ -42,6 +46,76 @@ static void take_error(char *out, size_t len, const char *what) {
   ERR_clear_error();
   const char *r = e ? ERR_reason_error_string(e) : NULL;
   snprintf(out, len, "%s%s%s", what, r || e ? ": " : "", r ? r : reason);
+}
+
+/* The session's BIO: OpenSSL reads the ciphertext where the transport read
+ * it (kept input first, then the span of tls_feed) and appends its records
+ * to the caller's queue, so neither direction copies through a memory BIO.
+ * Without read-ahead OpenSSL asks for one record header, then its body:
+ * partial records wait in OpenSSL's own buffer, never here. */
+static int bio_read(BIO *b, char *out, size_t cap, size_t *got) {
+  tls *t = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  size_t n = 0;
+  if (t->kept_off < t->kept.len) {
+    n = t->kept.len - t->kept_off;
+    if (n > cap) n = cap;
+    memcpy(out, t->kept.data + t->kept_off, n);
+    t->kept_off += n;
+    if (t->kept_off == t->kept.len) { /* an idle session holds none */
+      buf_free(&t->kept);
+      t->kept_off = 0;
+    }
+  } else if (t->in_len) {
+    n = t->in_len < cap ? t->in_len : cap;
+    memcpy(out, t->in, n);
+    t->in += n;
+    t->in_len -= n;
+  }
+  if (!n) {
+    BIO_set_retry_read(b); /* empty means "wait for the next read", not EOF */
+    return 0;
+  }
+  *got = n;
+  return 1;
+}
+
+static int bio_write(BIO *b, const char *data, size_t n, size_t *put) {
+  tls *t = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (buf_append(t->out, data, n)) return 0; /* out of memory: a fatal write error */
+  *put = n;
+  return 1;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+  (void)num, (void)ptr;
+  const tls *t = BIO_get_data(b);
+  switch (cmd) {
+  case BIO_CTRL_FLUSH:
+    return 1; /* records are queued already; the transport sends them */
+  case BIO_CTRL_PENDING:
+    return (long)(t->kept.len - t->kept_off + t->in_len);
+  default:
+    return 0;
+  }
+}
+
+static int bio_create(BIO *b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+static BIO_METHOD *make_bio_method(void) {
+  /* a fixed type: BIO_get_new_index hands out only ~128 per process, and
+   * contexts come and go (reload_tls) */
+  BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOURCE_SINK | 0xff, "duplex");
+  if (!m || !BIO_meth_set_read_ex(m, bio_read) || !BIO_meth_set_write_ex(m, bio_write) ||
+      !BIO_meth_set_ctrl(m, bio_ctrl) || !BIO_meth_set_create(m, bio_create)) {
+    BIO_meth_free(m);
+    return NULL;
+  }
+  return m;
 }
 
 static const unsigned char alpn_http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
@@ -184,6 +258,12 @@ tls_ctx *tls_ctx_new(int is_server, const tls_config *cfg, char *errbuf, size_t 
     free(c);
     return NULL;
   }
+  if (!(c->bio = make_bio_method())) {
+    take_error(errbuf, errlen, "cannot create a TLS I/O method");
+    SSL_CTX_free(c->ctx);
+    free(c);
+    return NULL;
+  }
   c->refs = 1;
   c->is_server = is_server;
   if (is_server) {
@@ -222,18 +302,24 @@ void tls_ctx_unref(tls_ctx *c) {
     SSL_CTX_free(c->sni[i].ctx);
   }
   SSL_CTX_free(c->ctx);
+  BIO_meth_free(c->bio);
   free(c);
 }
 
-tls *tls_new(tls_ctx *ctx, const char *host) {
+tls *tls_new(tls_ctx *ctx, const char *host, buf *out) {
   tls *t = calloc(1, sizeof *t);
   if (!t) return NULL;
+  t->out = out;
   t->ssl = SSL_new(ctx->ctx);
-  t->net_in = BIO_new(BIO_s_mem());
-  t->net_out = BIO_new(BIO_s_mem());
-  if (!t->ssl || !t->net_in || !t->net_out) goto fail;
-  BIO_set_mem_eof_return(t->net_in, -1);      /* empty means "wait", not EOF */
-  SSL_set_bio(t->ssl, t->net_in, t->net_out); /* the SSL owns both now */
+  BIO *bio = BIO_new(ctx->bio);
+  if (!t->ssl || !bio) {
+    BIO_free(bio);
+    SSL_free(t->ssl);
+    free(t);
+    return NULL;
+  }
+  BIO_set_data(bio, t);
+  SSL_set_bio(t->ssl, bio, bio); /* one BIO both ways; the SSL owns it now */
   if (ctx->is_server) {
     SSL_set_accept_state(t->ssl);
   } else {
@@ -250,33 +336,29 @@ tls *tls_new(tls_ctx *ctx, const char *host) {
   t->ctx = ctx;
   tls_ctx_ref(ctx);
   return t;
-fail:
-  if (t->ssl) {
-    SSL_free(t->ssl);
-  } else {
-    BIO_free(t->net_in);
-    BIO_free(t->net_out);
-  }
-  free(t);
-  return NULL;
 }
 
 void tls_free(tls *t) {
   if (!t) return;
   SSL_free(t->ssl);
+  buf_free(&t->kept);
   tls_ctx_unref(t->ctx);
   free(t);
 }
 
-int tls_feed(tls *t, const void *data, size_t n) {
-  while (n) {
-    int w = BIO_write(t->net_in, data, n > 0x40000000 ? 0x40000000 : (int)n);
-    if (w <= 0) return TLS_ERROR;
-    data = (const char *)data + w;
-    n -= (size_t)w;
-  }
-  return TLS_OK;
+void tls_feed(tls *t, const void *data, size_t n) {
+  t->in = data;
+  t->in_len = n;
 }
+
+int tls_end_input(tls *t) {
+  int rc = t->in_len ? buf_append(&t->kept, t->in, t->in_len) : 0;
+  t->in = NULL;
+  t->in_len = 0;
+  return rc;
+}
+
+size_t tls_input_left(const tls *t) { return t->kept.len - t->kept_off + t->in_len; }
 
 static int status_of(tls *t, int rc, const char *what) {
   int e = SSL_get_error(t->ssl, rc);
@@ -302,21 +384,23 @@ int tls_handshake(tls *t) {
 }
 
 size_t tls_read(tls *t, void *out, size_t cap, int *status) {
-  int rc = SSL_read(t->ssl, out, cap > 0x40000000 ? 0x40000000 : (int)cap);
-  if (rc > 0) {
+  size_t got = 0;
+  if (SSL_read_ex(t->ssl, out, cap, &got) == 1) {
     *status = TLS_OK;
-    return (size_t)rc;
+    return got;
   }
-  *status = status_of(t, rc, "TLS error");
+  *status = status_of(t, 0, "TLS error");
   return 0;
 }
 
-int tls_write(tls *t, const void *data, size_t n) {
-  while (n) {
-    int rc = SSL_write(t->ssl, data, n > 0x40000000 ? 0x40000000 : (int)n);
-    if (rc <= 0) return status_of(t, rc, "TLS write failed") == TLS_ERROR ? TLS_ERROR : TLS_OK;
-    data = (const char *)data + rc;
-    n -= (size_t)rc;
+int tls_write(tls *t, const void *data, size_t n, size_t *done) {
+  *done = 0;
+  while (*done < n) {
+    size_t left = n - *done, put = 0;
+    /* partial writes: each record counts as soon as it is queued */
+    if (SSL_write_ex(t->ssl, (const char *)data + *done, left, &put) != 1)
+      return status_of(t, 0, "TLS write failed");
+    *done += put;
   }
   return TLS_OK;
 }
@@ -324,18 +408,6 @@ int tls_write(tls *t, const void *data, size_t n) {
 void tls_shutdown(tls *t) {
   SSL_shutdown(t->ssl);
   ERR_clear_error();
-}
-
-int tls_take_out(tls *t, buf *out) {
-  size_t n;
-  while ((n = (size_t)BIO_ctrl_pending(t->net_out)) > 0) {
-    if (n > 0x40000000) n = 0x40000000; /* BIO_read takes an int */
-    if (buf_reserve(out, n)) return -1;
-    int r = BIO_read(t->net_out, out->data + out->len, (int)n);
-    if (r <= 0) break;
-    out->len += (size_t)r;
-  }
-  return 0;
 }
 
 const char *tls_error(const tls *t) { return t->error[0] ? t->error : "TLS error"; }

@@ -1,7 +1,9 @@
-/* TLS over memory BIOs: OpenSSL never touches a socket. The transport feeds
- * the ciphertext it read with tls_feed, gets plaintext from tls_read, hands
- * plaintext to tls_write and sends what tls_take_out returns. So TLS and
- * plain connections share one path for framing, backpressure and close. */
+/* TLS over the transport's own buffers: OpenSSL never touches a socket. The
+ * transport shows the ciphertext it read with tls_feed (OpenSSL reads it in
+ * place, no copy), gets plaintext from tls_read, and hands plaintext to
+ * tls_write, whose records (like the handshake's) land straight in the
+ * queue given to tls_new. So TLS and plain connections share one path for
+ * framing, backpressure and close. */
 #ifndef DUPLEX_TLS_H
 #define DUPLEX_TLS_H
 
@@ -36,8 +38,9 @@ void tls_ctx_ref(tls_ctx *ctx);
 void tls_ctx_unref(tls_ctx *ctx);
 
 /* A session on ctx. host (client) is sent as SNI and checked against the
- * certificate; NULL skips both. */
-tls *tls_new(tls_ctx *ctx, const char *host);
+ * certificate; NULL skips both. Every record the session makes is appended
+ * to *out (owned and drained by the caller; it must outlive the session). */
+tls *tls_new(tls_ctx *ctx, const char *host, buf *out);
 void tls_free(tls *t);
 
 enum {
@@ -47,8 +50,19 @@ enum {
   TLS_ERROR = -1  /* tls_error tells why */
 };
 
-/* Gives ciphertext read from the network. */
-int tls_feed(tls *t, const void *data, size_t n);
+/* Shows the session n bytes of ciphertext read from the network, which
+ * tls_handshake and tls_read then consume in place: data must stay valid
+ * until tls_end_input. Once either returns TLS_WANT all of it was read
+ * (OpenSSL keeps a partial record itself). */
+void tls_feed(tls *t, const void *data, size_t n);
+
+/* Ends the span of tls_feed. What is still unread (only when the caller
+ * stopped early, e.g. to put a handshake off) is copied aside and read
+ * first next time. 0, or -1 out of memory. */
+int tls_end_input(tls *t);
+
+/* Ciphertext given and not yet read by OpenSSL. */
+size_t tls_input_left(const tls *t);
 
 /* Advances the handshake: TLS_OK once complete, TLS_WANT, or TLS_ERROR. */
 int tls_handshake(tls *t);
@@ -57,14 +71,14 @@ int tls_handshake(tls *t);
  * *status TLS_WANT (nothing yet), TLS_CLOSED or TLS_ERROR. */
 size_t tls_read(tls *t, void *out, size_t cap, int *status);
 
-/* Encrypts n bytes of plaintext into the outgoing ciphertext. */
-int tls_write(tls *t, const void *data, size_t n);
+/* Encrypts plaintext into records; *done tells how many of the n bytes
+ * were taken. TLS_OK (all of them), TLS_WANT (the handshake must progress
+ * first: the caller keeps data[*done..n) and retries, with the same bytes,
+ * after more input) or TLS_ERROR. */
+int tls_write(tls *t, const void *data, size_t n, size_t *done);
 
 /* Queues a close_notify alert. */
 void tls_shutdown(tls *t);
-
-/* Moves all pending ciphertext to the end of out. 0, or -1 out of memory. */
-int tls_take_out(tls *t, buf *out);
 
 /* Why the last call failed, in words ("certificate verify failed: hostname
  * mismatch"). */
