@@ -39,7 +39,7 @@ static void parse_props(const char *s, size_t n, int response) {
       static const char *offered[] = {"chat", "superchat"};
       const char *proto, *why;
       size_t plen;
-      int c = hs_check_response(&h, "dGhlIHNhbXBsZSBub25jZQ==", offered, 2, &proto, &plen, &why);
+      int c = hs_check_response(&h, "dGhlIHNhbXBsZSBub25jZQ==", offered, 2, 0, &proto, &plen, &why);
       if (c != 0 && (c != -1 || !why)) abort();
       if (c == 0 && proto &&
           !((plen == 4 && !memcmp(proto, "chat", 4)) ||
@@ -89,13 +89,13 @@ static void build_props(const uint8_t *data, size_t size) {
     abort();
   }
   buf_free(&b);
-  if (hs_build_accept(&b, key, HS_KEY_LEN, part[2][0] ? part[2] : NULL) == 0) {
+  if (hs_build_accept(&b, key, HS_KEY_LEN, part[2][0] ? part[2] : NULL, NULL) == 0) {
     static const char *offered[1];
     const char *proto, *why;
     size_t plen;
     offered[0] = part[2];
     if (hs_parse_response(b.data, b.len, &h) != (int)b.len) abort();
-    if (hs_check_response(&h, key, offered, 1, &proto, &plen, &why) != 0) abort();
+    if (hs_check_response(&h, key, offered, 1, 0, &proto, &plen, &why) != 0) abort();
   }
   buf_free(&b);
   free(s);

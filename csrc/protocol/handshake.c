@@ -1,7 +1,8 @@
-/* The parser works on whole lines only (up to each LF) and re-parses from the
- * start when called again with more input: heads are small (max_head), and
- * this keeps no state between calls. A complete but malformed line fails at
- * once, without waiting for the end of the head. */
+/* The parser checks whole lines only (up to each LF), and a complete but
+ * malformed line fails at once, without waiting for the end of the head.
+ * Fed the head as it grows, it resumes at the first unfinished line, and
+ * when the blank line arrives it splits the head into h in one more pass:
+ * the parser keeps no pointer into a buffer that may move. */
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,41 +11,13 @@
 #include <openssl/rand.h>
 
 #include "protocol/handshake.h"
+#include "protocol/lex.h"
 
 static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-static int is_tchar(unsigned char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
-  return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-/* field-value and reason-phrase characters: HTAB, SP, VCHAR, obs-text */
-static int is_text(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7F); }
-
-static int is_ows(char c) { return c == ' ' || c == '\t'; }
-
-static int lower(int c) { return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c; }
-
-static int same_ci(const char *a, size_t n, const char *b, size_t m) {
-  if (n != m) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (lower((unsigned char)a[i]) != lower((unsigned char)b[i])) return 0;
-  return 1;
-}
-
 /* ---- parsing ---------------------------------------------------------- */
 
-/* The line at *pos without its line end (LF or CRLF); 0 when incomplete. */
-static int next_line(const char *b, size_t len, size_t *pos, const char **s, size_t *n) {
-  if (*pos >= len) return 0;
-  const char *lf = memchr(b + *pos, '\n', len - *pos);
-  if (!lf) return 0;
-  *s = b + *pos;
-  *n = (size_t)(lf - *s);
-  if (*n && (*s)[*n - 1] == '\r') (*n)--;
-  *pos = (size_t)(lf - b) + 1;
-  return 1;
-}
+enum { STAGE_METHOD, STAGE_FIRST, STAGE_HEADERS };
 
 /* "HTTP/1.x" exactly; returns x or -1 */
 static int version(const char *s, size_t n) {
@@ -52,25 +25,47 @@ static int version(const char *s, size_t n) {
   return s[7] - '0';
 }
 
-static int parse_headers(const char *b, size_t len, size_t pos, hs_head *h) {
-  const char *s;
-  size_t n;
-  while (next_line(b, len, &pos, &s, &n)) {
-    if (n == 0) return pos > INT_MAX ? -1 : (int)pos;
-    if (is_ows(s[0])) return -1; /* obsolete line folding */
-    size_t i = 0;
-    while (i < n && is_tchar((unsigned char)s[i])) i++;
-    if (i == 0 || i == n || s[i] != ':') return -1;
-    if (h->nheaders == HS_MAX_HEADERS) return -2; /* well formed, but too large */
-    size_t a = i + 1, z = n;
-    for (size_t k = a; k < z; k++)
-      if (!is_text((unsigned char)s[k])) return -1;
-    while (a < z && is_ows(s[a])) a++;
-    while (z > a && is_ows(s[z - 1])) z--;
-    hs_header *f = &h->headers[h->nheaders++];
-    f->name = s, f->name_len = i;
-    f->value = s + a, f->value_len = z - a;
+static int request_line(const char *s, size_t n, hs_head *h) {
+  size_t i = lex_token(s, n), t;
+  if (i == 0 || i == n || s[i] != ' ') return -1;
+  h->method = s, h->method_len = i;
+  t = ++i;
+  while (i < n && (unsigned char)s[i] > ' ' && s[i] != 0x7F) i++;
+  if (i == t || i == n || s[i] != ' ') return -1;
+  h->target = s + t, h->target_len = i - t;
+  return (h->minor_version = version(s + i + 1, n - i - 1)) < 0 ? -1 : 0;
+}
+
+static int status_line_in(const char *s, size_t n, hs_head *h) {
+  if (n < 12 || (h->minor_version = version(s, 8)) < 0 || s[8] != ' ') return -1;
+  for (int i = 9; i < 12; i++) {
+    if (s[i] < '0' || s[i] > '9') return -1;
+    h->status = h->status * 10 + (s[i] - '0');
   }
+  if (h->status < 100) return -1;
+  if (n > 12) { /* the reason phrase may be empty, even without its space */
+    if (s[12] != ' ') return -1;
+    for (size_t i = 13; i < n; i++)
+      if (!lex_text((unsigned char)s[i])) return -1;
+    h->reason = s + 13, h->reason_len = n - 13;
+  } else {
+    h->reason = s + 12;
+  }
+  return 0;
+}
+
+/* A header line (not empty) into f; -2 when well formed but there is no room
+ * left (full), -1 when malformed. */
+static int header_line(const char *s, size_t n, int full, hs_header *f) {
+  if (lex_ows(s[0])) return -1; /* obsolete line folding */
+  size_t i = lex_token(s, n);
+  if (i == 0 || i == n || s[i] != ':') return -1;
+  if (full) return -2; /* well formed, but too large */
+  for (size_t k = i + 1; k < n; k++)
+    if (!lex_text((unsigned char)s[k])) return -1;
+  f->name = s, f->name_len = i;
+  f->value = s + i + 1, f->value_len = n - i - 1;
+  lex_trim(&f->value, &f->value_len);
   return 0;
 }
 
@@ -82,85 +77,142 @@ static void clear(hs_head *h) {
   h->nheaders = 0;
 }
 
-int hs_parse_request(const char *b, size_t len, hs_head *h) {
-  const char *s;
-  size_t n, pos = 0, i = 0, t;
-  clear(h);
-  if (!next_line(b, len, &pos, &s, &n)) {
-    /* no line yet: refuse at once what can never start a request (a TLS
-     * hello on a plain port), rather than wait for a line feed */
-    while (i < len && is_tchar((unsigned char)b[i])) i++;
-    return i < len && (i == 0 || b[i] != ' ') ? -1 : 0;
-  }
-  while (i < n && is_tchar((unsigned char)s[i])) i++;
-  if (i == 0 || i == n || s[i] != ' ') return -1;
-  h->method = s, h->method_len = i;
-  t = ++i;
-  while (i < n && (unsigned char)s[i] > ' ' && s[i] != 0x7F) i++;
-  if (i == t || i == n || s[i] != ' ') return -1;
-  h->target = s + t, h->target_len = i - t;
-  if ((h->minor_version = version(s + i + 1, n - i - 1)) < 0) return -1;
-  return parse_headers(b, len, pos, h);
+/* The line b[start..lf) without its CR. */
+static void cut(const char *b, size_t start, size_t lf, const char **s, size_t *n) {
+  *s = b + start;
+  *n = lf - start;
+  if (*n && (*s)[*n - 1] == '\r') (*n)--;
 }
 
-int hs_parse_response(const char *b, size_t len, hs_head *h) {
-  const char *s;
-  size_t n, pos = 0;
-  clear(h);
-  if (!next_line(b, len, &pos, &s, &n)) return 0;
-  if (n < 12 || (h->minor_version = version(s, 8)) < 0 || s[8] != ' ') return -1;
-  for (int i = 9; i < 12; i++) {
-    if (s[i] < '0' || s[i] > '9') return -1;
-    h->status = h->status * 10 + (s[i] - '0');
-  }
-  if (h->status < 100) return -1;
-  if (n > 12) { /* the reason phrase may be empty, even without its space */
-    if (s[12] != ' ') return -1;
-    for (size_t i = 13; i < n; i++)
-      if (!is_text((unsigned char)s[i])) return -1;
-    h->reason = s + 13, h->reason_len = n - 13;
-  } else {
-    h->reason = s + 12;
-  }
-  return parse_headers(b, len, pos, h);
+/* The next complete line, looking for its LF only past what was scanned. */
+static int next_line(hs_parser *p, const char *b, size_t len, const char **s, size_t *n) {
+  if (p->scan >= len) return 0;
+  const char *lf = memchr(b + p->scan, '\n', len - p->scan);
+  size_t end = lf ? (size_t)(lf - b) : len;
+  p->examined += end - p->scan + (lf != NULL);
+  if (!lf) return p->scan = len, 0;
+  cut(b, p->pos, end, s, n);
+  p->pos = p->scan = end + 1;
+  return 1;
 }
 
-const hs_header *hs_find(const hs_head *h, const char *name) {
-  size_t n = strlen(name);
-  for (size_t i = 0; i < h->nheaders; i++)
-    if (same_ci(h->headers[i].name, h->headers[i].name_len, name, n)) return &h->headers[i];
-  return NULL;
-}
-
-static size_t count(const hs_head *h, const char *name) {
-  size_t n = strlen(name), c = 0;
-  for (size_t i = 0; i < h->nheaders; i++)
-    c += (size_t)same_ci(h->headers[i].name, h->headers[i].name_len, name, n);
-  return c;
-}
-
-/* 1 when the comma-separated list v[0..n) holds token (ci: case-insensitive) */
-static int list_has(const char *v, size_t n, const char *token, size_t tlen, int ci) {
-  size_t i = 0;
-  while (i <= n) {
-    size_t a = i, z;
-    while (i < n && v[i] != ',') i++;
-    z = i++;
-    while (a < z && is_ows(v[a])) a++;
-    while (z > a && is_ows(v[z - 1])) z--;
-    if (ci ? same_ci(v + a, z - a, token, tlen)
-           : (z - a == tlen && memcmp(v + a, token, tlen) == 0))
-      return 1;
+/* No request line yet: refuse at once what can never start a request (a TLS
+ * hello on a plain port) rather than wait for a line feed. b[0..from) are
+ * method characters already seen. */
+static int request_start(hs_parser *p, const char *b, size_t from, size_t len) {
+  for (size_t i = from; i < len; i++) {
+    p->examined++;
+    if (lex_tchar((unsigned char)b[i])) continue;
+    if (i == 0 || b[i] != ' ') return -1;
+    p->stage = STAGE_FIRST; /* a method and its space: the line may go on */
+    break;
   }
   return 0;
 }
 
+/* Checks one complete line; 0 to go on, the head's length after its blank
+ * line, or -1 / -2. h only serves as scratch here. */
+static int check_line(hs_parser *p, const char *s, size_t n, hs_head *h) {
+  p->examined += n;
+  if (p->stage != STAGE_HEADERS) {
+    p->stage = STAGE_HEADERS;
+    return p->response ? status_line_in(s, n, h) : request_line(s, n, h);
+  }
+  if (n == 0) return p->pos > INT_MAX ? -1 : (int)p->pos;
+  int r = header_line(s, n, p->nheaders == HS_MAX_HEADERS, &h->headers[0]);
+  if (r == 0) p->nheaders++;
+  return r;
+}
+
+static int advance(hs_parser *p, const char *b, size_t len, hs_head *h) {
+  const char *s;
+  size_t n;
+  for (;;) {
+    size_t from = p->scan;
+    if (!next_line(p, b, len, &s, &n))
+      return p->stage == STAGE_METHOD ? request_start(p, b, from, len) : 0;
+    int r = check_line(p, s, n, h);
+    if (r) return r;
+  }
+}
+
+/* The complete, checked head b[0..p->pos) into h. */
+static int fill(hs_parser *p, const char *b, hs_head *h) {
+  size_t pos = 0, end = p->pos;
+  const char *s;
+  size_t n;
+  clear(h);
+  p->examined += end;
+  for (int first = 1;; first = 0) {
+    const char *lf = memchr(b + pos, '\n', end - pos);
+    if (!lf) return -1; /* the caller changed bytes it had fed */
+    cut(b, pos, (size_t)(lf - b), &s, &n);
+    pos = (size_t)(lf - b) + 1;
+    if (first) {
+      if ((p->response ? status_line_in(s, n, h) : request_line(s, n, h)) < 0) return -1;
+    } else if (n == 0) {
+      return 0;
+    } else if (header_line(s, n, h->nheaders == HS_MAX_HEADERS, &h->headers[h->nheaders])) {
+      return -1;
+    } else {
+      h->nheaders++;
+    }
+  }
+}
+
+void hs_parser_init(hs_parser *p, int response) {
+  memset(p, 0, sizeof *p);
+  p->response = (unsigned char)(response != 0);
+  p->stage = response ? STAGE_FIRST : STAGE_METHOD;
+}
+
+int hs_parser_feed(hs_parser *p, const char *b, size_t len, hs_head *h) {
+  clear(h);
+  if (!p->result) p->result = advance(p, b, len, h);
+  if (p->result > 0 && fill(p, b, h)) p->result = -1;
+  return p->result;
+}
+
+int hs_parse_request(const char *b, size_t len, hs_head *h) {
+  hs_parser p;
+  hs_parser_init(&p, 0);
+  return hs_parser_feed(&p, b, len, h);
+}
+
+int hs_parse_response(const char *b, size_t len, hs_head *h) {
+  hs_parser p;
+  hs_parser_init(&p, 1);
+  return hs_parser_feed(&p, b, len, h);
+}
+
+const hs_header *hs_find(const hs_head *h, const char *name) {
+  for (size_t i = 0; i < h->nheaders; i++)
+    if (lex_is(h->headers[i].name, h->headers[i].name_len, name)) return &h->headers[i];
+  return NULL;
+}
+
+static size_t count(const hs_head *h, const char *name) {
+  size_t c = 0;
+  for (size_t i = 0; i < h->nheaders; i++)
+    c += (size_t)lex_is(h->headers[i].name, h->headers[i].name_len, name);
+  return c;
+}
+
+/* 1 when the comma-separated list v[0..n) holds token (ci: case-insensitive) */
+static int list_has(const char *v, size_t n, const char *token, int ci) {
+  size_t tlen = strlen(token), k;
+  const char *e;
+  lex_list l;
+  lex_list_init(&l, v, n, ',');
+  while (lex_list_next(&l, &e, &k))
+    if (ci ? lex_ieq(e, k, token, tlen) : (k == tlen && memcmp(e, token, tlen) == 0)) return 1;
+  return 0;
+}
+
 static int has_token(const hs_head *h, const char *name, const char *token, int ci) {
-  size_t n = strlen(name), tlen = strlen(token);
   for (size_t i = 0; i < h->nheaders; i++) {
     const hs_header *f = &h->headers[i];
-    if (same_ci(f->name, f->name_len, name, n) && list_has(f->value, f->value_len, token, tlen, ci))
-      return 1;
+    if (lex_is(f->name, f->name_len, name) && list_has(f->value, f->value_len, token, ci)) return 1;
   }
   return 0;
 }
@@ -171,58 +223,13 @@ int hs_has_token(const hs_head *h, const char *name, const char *token) {
 
 /* ---- keys --------------------------------------------------------------- */
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Writes the base64 of p[0..n) and a NUL into out (4 * ((n + 2) / 3) + 1). */
-static void b64_encode(const unsigned char *p, size_t n, char *out) {
-  for (; n >= 3; p += 3, n -= 3) {
-    *out++ = b64[p[0] >> 2];
-    *out++ = b64[(p[0] & 3) << 4 | p[1] >> 4];
-    *out++ = b64[(p[1] & 15) << 2 | p[2] >> 6];
-    *out++ = b64[p[2] & 63];
-  }
-  if (n) {
-    *out++ = b64[p[0] >> 2];
-    *out++ = b64[(p[0] & 3) << 4 | (n == 2 ? p[1] >> 4 : 0)];
-    *out++ = n == 2 ? b64[(p[1] & 15) << 2] : '=';
-    *out++ = '=';
-  }
-  *out = '\0';
-}
-
-static int b64_value(char c) {
-  const char *p = c ? strchr(b64, c) : NULL;
-  return p ? (int)(p - b64) : -1;
-}
-
-/* Decodes padded base64 s[0..n) into out (room for cap bytes); returns the
- * decoded length, or -1 when s is not padded base64 or does not fit. */
-static long b64_decode(const char *s, size_t n, unsigned char *out, size_t cap) {
-  size_t len = 0;
-  if (n % 4) return -1;
-  for (size_t i = 0; i < n; i += 4) {
-    int v[4], pad = 0;
-    for (size_t j = 0; j < 4; j++) {
-      if (s[i + j] == '=' && i + 4 == n && j >= 2) {
-        pad++;
-        v[j] = 0;
-      } else if (pad || (v[j] = b64_value(s[i + j])) < 0) {
-        return -1;
-      }
-    }
-    unsigned long w = (unsigned long)v[0] << 18 | (unsigned long)v[1] << 12 |
-                      (unsigned long)v[2] << 6 | (unsigned long)v[3];
-    if (len + 3 - (size_t)pad > cap) return -1;
-    out[len++] = (unsigned char)(w >> 16);
-    if (pad < 2) out[len++] = (unsigned char)(w >> 8);
-    if (pad < 1) out[len++] = (unsigned char)w;
-  }
-  return (long)len;
-}
-
+/* base64 of exactly 16 bytes. EVP_DecodeBlock takes '=' anywhere and skips
+ * leading whitespace, so the padding is checked here and the alphabet (and
+ * the length, which leading whitespace would change) there. */
 static int key_ok(const char *key, size_t n) {
   unsigned char raw[18];
-  return n == HS_KEY_LEN && b64_decode(key, n, raw, sizeof raw) == 16;
+  return n == HS_KEY_LEN && !memchr(key, '=', HS_KEY_LEN - 2) && key[22] == '=' && key[23] == '=' &&
+         EVP_DecodeBlock(raw, (const unsigned char *)key, HS_KEY_LEN) == 18;
 }
 
 void hs_accept_key(const char *key, size_t key_len, char out[HS_ACCEPT_LEN + 1]) {
@@ -233,14 +240,14 @@ void hs_accept_key(const char *key, size_t key_len, char out[HS_ACCEPT_LEN + 1])
   if (c && EVP_DigestInit_ex(c, EVP_sha1(), NULL) && EVP_DigestUpdate(c, key, key_len) &&
       EVP_DigestUpdate(c, guid, sizeof guid - 1) && EVP_DigestFinal_ex(c, md, &mdlen) &&
       mdlen == 20)
-    b64_encode(md, 20, out);
+    EVP_EncodeBlock((unsigned char *)out, md, 20);
   EVP_MD_CTX_free(c);
 }
 
 int hs_make_key(char out[HS_KEY_LEN + 1]) {
   unsigned char raw[16];
   if (RAND_bytes(raw, sizeof raw) != 1) return -1;
-  b64_encode(raw, sizeof raw, out);
+  EVP_EncodeBlock((unsigned char *)out, raw, sizeof raw);
   return 0;
 }
 
@@ -275,93 +282,80 @@ int hs_select_protocol(const hs_head *h, const char *const *ours, size_t nours) 
   return -1;
 }
 
-static const char *reason_phrase(int status) {
-  switch (status) {
-  case 101:
-    return "Switching Protocols";
-  case 200:
-    return "OK";
-  case 201:
-    return "Created";
-  case 204:
-    return "No Content";
-  case 301:
-    return "Moved Permanently";
-  case 302:
-    return "Found";
-  case 303:
-    return "See Other";
-  case 304:
-    return "Not Modified";
-  case 307:
-    return "Temporary Redirect";
-  case 308:
-    return "Permanent Redirect";
-  case 400:
-    return "Bad Request";
-  case 401:
-    return "Unauthorized";
-  case 403:
-    return "Forbidden";
-  case 404:
-    return "Not Found";
-  case 405:
-    return "Method Not Allowed";
-  case 408:
-    return "Request Timeout";
-  case 413:
-    return "Content Too Large";
-  case 426:
-    return "Upgrade Required";
-  case 429:
-    return "Too Many Requests";
-  case 431:
-    return "Request Header Fields Too Large";
-  case 500:
-    return "Internal Server Error";
-  case 501:
-    return "Not Implemented";
-  case 502:
-    return "Bad Gateway";
-  case 503:
-    return "Service Unavailable";
-  case 504:
-    return "Gateway Timeout";
-  default:
-    return "Unknown";
-  }
+/* One row per status we name: its reason phrase, and what a client that
+ * asked for an upgrade says of it (NULL: the generic refusal). */
+#define SAID(code, note) "server answered " #code note
+static const struct status_row {
+  int status;
+  const char *reason, *why;
+} status_rows[] = {
+    {101, "Switching Protocols", NULL},
+    {200, "OK", SAID(200, " (not a WebSocket endpoint?)")},
+    {201, "Created", NULL},
+    {204, "No Content", NULL},
+    {301, "Moved Permanently", SAID(301, " (redirect)")},
+    {302, "Found", SAID(302, " (redirect)")},
+    {303, "See Other", SAID(303, " (redirect)")},
+    {304, "Not Modified", NULL},
+    {307, "Temporary Redirect", SAID(307, " (redirect)")},
+    {308, "Permanent Redirect", SAID(308, " (redirect)")},
+    {400, "Bad Request", SAID(400, "")},
+    {401, "Unauthorized", SAID(401, " (authentication required)")},
+    {403, "Forbidden", SAID(403, "")},
+    {404, "Not Found", SAID(404, "")},
+    {405, "Method Not Allowed", SAID(405, "")},
+    {408, "Request Timeout", NULL},
+    {413, "Content Too Large", NULL},
+    {426, "Upgrade Required", SAID(426, " (unsupported WebSocket version)")},
+    {429, "Too Many Requests", SAID(429, "")},
+    {431, "Request Header Fields Too Large", NULL},
+    {500, "Internal Server Error", SAID(500, "")},
+    {501, "Not Implemented", NULL},
+    {502, "Bad Gateway", SAID(502, "")},
+    {503, "Service Unavailable", SAID(503, "")},
+    {504, "Gateway Timeout", SAID(504, "")},
+};
+#undef SAID
+
+static const struct status_row *status_row(int status) {
+  for (size_t i = 0; i < sizeof status_rows / sizeof *status_rows; i++)
+    if (status_rows[i].status == status) return &status_rows[i];
+  return NULL;
 }
 
-static int name_ok(const char *s) {
-  if (!s || !*s) return 0;
-  for (; *s; s++)
-    if (!is_tchar((unsigned char)*s)) return 0;
-  return 1;
+const char *hs_reason_phrase(int status) {
+  const struct status_row *r = status_row(status);
+  return r ? r->reason : "Unknown";
+}
+
+static const char *status_why(int status) {
+  const struct status_row *r = status_row(status);
+  return r && r->why ? r->why : "server did not answer 101 Switching Protocols";
 }
 
 /* no CR, LF or other control character (HTAB aside) can split a line */
 static int value_ok(const char *s) {
   if (!s) return 0;
   for (; *s; s++)
-    if (!is_text((unsigned char)*s)) return 0;
+    if (!lex_text((unsigned char)*s)) return 0;
   return 1;
 }
 
 static int headers_ok(const char *const *names, const char *const *values, size_t n) {
   for (size_t i = 0; i < n; i++)
-    if (!name_ok(names[i]) || !value_ok(values[i])) return 0;
+    if (!lex_is_token(names[i]) || !value_ok(values[i])) return 0;
   return 1;
 }
 
 static int given(const char *const *names, size_t n, const char *name) {
   for (size_t i = 0; i < n; i++)
-    if (same_ci(names[i], strlen(names[i]), name, strlen(name))) return 1;
+    if (lex_is(names[i], strlen(names[i]), name)) return 1;
   return 0;
 }
 
 static int status_line(buf *out, int status) {
   char line[64];
-  snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+  snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, hs_reason_phrase(status));
   return buf_appends(out, line);
 }
 
@@ -382,15 +376,18 @@ static int undo(buf *out, size_t len) {
   return -1;
 }
 
-int hs_build_accept(buf *out, const char *key, size_t key_len, const char *protocol) {
+int hs_build_accept(buf *out, const char *key, size_t key_len, const char *protocol,
+                    const char *extensions) {
   char accept[HS_ACCEPT_LEN + 1];
   size_t len = out->len;
-  if (protocol && !name_ok(protocol)) return -1;
+  if ((protocol && !lex_is_token(protocol)) || (extensions && !value_ok(extensions))) return -1;
   hs_accept_key(key, key_len, accept);
   if (!accept[0]) return -1;
   if (status_line(out, 101) || header(out, "Upgrade", "websocket") ||
       header(out, "Connection", "Upgrade") || header(out, "Sec-WebSocket-Accept", accept) ||
-      (protocol && header(out, "Sec-WebSocket-Protocol", protocol)) || buf_append(out, "\r\n", 2))
+      (protocol && header(out, "Sec-WebSocket-Protocol", protocol)) ||
+      (extensions && header(out, "Sec-WebSocket-Extensions", extensions)) ||
+      buf_append(out, "\r\n", 2))
     return undo(out, len);
   return 0;
 }
@@ -452,49 +449,8 @@ int hs_build_request(buf *out, const char *target, const char *host, const char 
   return 0;
 }
 
-static const char *status_why(int status) {
-  switch (status) {
-  case 200:
-    return "server answered 200 (not a WebSocket endpoint?)";
-  case 301:
-    return "server answered 301 (redirect)";
-  case 302:
-    return "server answered 302 (redirect)";
-  case 303:
-    return "server answered 303 (redirect)";
-  case 307:
-    return "server answered 307 (redirect)";
-  case 308:
-    return "server answered 308 (redirect)";
-  case 400:
-    return "server answered 400";
-  case 401:
-    return "server answered 401 (authentication required)";
-  case 403:
-    return "server answered 403";
-  case 404:
-    return "server answered 404";
-  case 405:
-    return "server answered 405";
-  case 426:
-    return "server answered 426 (unsupported WebSocket version)";
-  case 429:
-    return "server answered 429";
-  case 500:
-    return "server answered 500";
-  case 502:
-    return "server answered 502";
-  case 503:
-    return "server answered 503";
-  case 504:
-    return "server answered 504";
-  default:
-    return "server did not answer 101 Switching Protocols";
-  }
-}
-
 int hs_check_response(const hs_head *h, const char *key, const char *const *offered,
-                      size_t noffered, const char **protocol, size_t *protocol_len,
+                      size_t noffered, int ext_offered, const char **protocol, size_t *protocol_len,
                       const char **why) {
   char want[HS_ACCEPT_LEN + 1];
   const hs_header *f;
@@ -509,8 +465,8 @@ int hs_check_response(const hs_head *h, const char *key, const char *const *offe
   if (count(h, "Sec-WebSocket-Accept") != 1 || f->value_len != HS_ACCEPT_LEN ||
       memcmp(f->value, want, HS_ACCEPT_LEN) != 0)
     return *why = "wrong Sec-WebSocket-Accept", -1;
-  for (size_t i = 0; i < h->nheaders; i++)
-    if (same_ci(h->headers[i].name, h->headers[i].name_len, "Sec-WebSocket-Extensions", 24) &&
+  for (size_t i = 0; i < h->nheaders && !ext_offered; i++)
+    if (lex_is(h->headers[i].name, h->headers[i].name_len, "Sec-WebSocket-Extensions") &&
         h->headers[i].value_len)
       return *why = "server chose an extension we did not offer", -1;
   if (!(f = hs_find(h, "Sec-WebSocket-Protocol"))) return 0;

@@ -46,6 +46,30 @@ typedef struct hs_head {
 int hs_parse_request(const char *buf, size_t len, hs_head *h);
 int hs_parse_response(const char *buf, size_t len, hs_head *h);
 
+/* The same parse, resumed as the head arrives: hs_parser_feed is called with
+ * the whole head received so far (buf may move between calls, its first
+ * bytes may not change) and returns what hs_parse_request/hs_parse_response
+ * would for it, examining each byte a bounded number of times however the
+ * head is split. Only complete lines are checked and only the line feed of
+ * the unfinished line is looked for again, so no offsets into buf are kept
+ * and the state stays small. h is filled when the result is > 0 (pointing
+ * into buf); a result other than 0 is final and given again. */
+typedef struct hs_parser {
+  size_t pos;      /* where the first unfinished line starts */
+  size_t scan;     /* buf[pos..scan) holds no line feed */
+  size_t examined; /* bytes looked at so far: linear in the head's length */
+  int result;      /* final result once not 0 */
+  unsigned short nheaders;
+  unsigned char response; /* a status line comes first, not a request line */
+  unsigned char stage;    /* request method, first line, headers */
+} hs_parser;
+
+void hs_parser_init(hs_parser *p, int response);
+int hs_parser_feed(hs_parser *p, const char *buf, size_t len, hs_head *h);
+
+/* The standard reason phrase of status, or "Unknown". */
+const char *hs_reason_phrase(int status);
+
 /* First header with this name (case-insensitive), or NULL. */
 const hs_header *hs_find(const hs_head *h, const char *name);
 
@@ -73,9 +97,12 @@ void hs_accept_key(const char *key, size_t key_len, char out[HS_ACCEPT_LEN + 1])
  * in ours, or -1 when none matches or the client offered none. */
 int hs_select_protocol(const hs_head *h, const char *const *ours, size_t nours);
 
-/* Appends a "101 Switching Protocols" response for key; protocol may be NULL.
- * Returns 0, or -1 when out of memory or protocol is not an HTTP token. */
-int hs_build_accept(buf *out, const char *key, size_t key_len, const char *protocol);
+/* Appends a "101 Switching Protocols" response for key; protocol (the chosen
+ * subprotocol) and extensions (the negotiated Sec-WebSocket-Extensions value)
+ * may be NULL. Returns 0, or -1 when out of memory, protocol is not an HTTP
+ * token or extensions holds a control character. */
+int hs_build_accept(buf *out, const char *key, size_t key_len, const char *protocol,
+                    const char *extensions);
 
 /* Appends an error response with status (400, 403, 404, 426, ...), its
  * standard reason phrase, "Connection: close", a text/plain body, and for
@@ -105,12 +132,15 @@ int hs_make_key(char out[HS_KEY_LEN + 1]);
 
 /* Client side. Checks the server's response per RFC 6455 4.1: status 101,
  * Upgrade websocket, Connection upgrade, the right Sec-WebSocket-Accept for
- * key (HS_KEY_LEN bytes), no extension (none is offered yet), and a
- * subprotocol that is one of offered[0..noffered) (or none; compared
- * case-sensitively). Returns 0 and sets *protocol and *protocol_len
- * (NULL/0 when the server chose none), or -1 with *why set. */
+ * key (HS_KEY_LEN bytes), and a subprotocol that is one of
+ * offered[0..noffered) (or none; compared case-sensitively). When the
+ * request offered no extension (ext_offered 0), a non-empty
+ * Sec-WebSocket-Extensions is an error; when it did, the extensions are the
+ * extension's to check (pmd_check) and are not looked at here. Returns 0 and
+ * sets *protocol and *protocol_len (NULL/0 when the server chose none), or -1
+ * with *why set. */
 int hs_check_response(const hs_head *h, const char *key, const char *const *offered,
-                      size_t noffered, const char **protocol, size_t *protocol_len,
+                      size_t noffered, int ext_offered, const char **protocol, size_t *protocol_len,
                       const char **why);
 
 #pragma GCC visibility pop

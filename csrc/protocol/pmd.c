@@ -3,11 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <zlib.h>
 
 #include "protocol/frame.h"
+#include "protocol/lex.h"
 
 void pmd_config_default(pmd_config *c) {
   c->enabled = 0;
@@ -27,38 +27,17 @@ typedef struct params {
   int valid;
 } params;
 
-static int tchar(int c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-typedef struct cursor {
-  const char *s, *end;
-} cursor;
-
-static void ows(cursor *c) {
-  while (c->s < c->end && (*c->s == ' ' || *c->s == '\t')) c->s++;
-}
-
-static size_t token(cursor *c, const char **start) {
-  *start = c->s;
-  while (c->s < c->end && tchar((unsigned char)*c->s)) c->s++;
-  return (size_t)(c->s - *start);
-}
-
-/* A token or quoted-string value (no escapes: none of ours need them). */
-static int value(cursor *c, const char **v, size_t *n) {
-  if (c->s < c->end && *c->s == '"') {
-    c->s++;
-    *v = c->s;
-    while (c->s < c->end && tchar((unsigned char)*c->s)) c->s++;
-    if (c->s == c->end || *c->s != '"') return -1;
-    *n = (size_t)(c->s - *v);
-    c->s++;
-    return 0;
+/* A parameter's value: a token or a quoted string (no escapes: none of ours
+ * need them), the whole of v[0..n). */
+static int value(const char *v, size_t n, const char **s, size_t *len) {
+  if (n && v[0] == '"') {
+    *s = v + 1;
+    *len = lex_token(v + 1, n - 1);
+    return *len + 2 == n && v[n - 1] == '"' ? 0 : -1;
   }
-  *n = token(c, v);
-  return *n ? 0 : -1;
+  *s = v;
+  *len = n;
+  return n && lex_token(v, n) == n ? 0 : -1;
 }
 
 static int bits(const char *v, size_t n) {
@@ -67,8 +46,50 @@ static int bits(const char *v, size_t n) {
   return -1;
 }
 
-static int is(const char *s, size_t n, const char *lit) {
-  return strlen(lit) == n && strncasecmp(s, lit, n) == 0;
+/* One "name [= value]" parameter s[0..n) into p; -1 on a syntax error. */
+static int param(const char *s, size_t n, params *p) {
+  const char *pv = NULL, *rest;
+  size_t pnlen = lex_token(s, n), pvlen = 0, rlen;
+  if (!pnlen) return -1;
+  rest = s + pnlen, rlen = n - pnlen;
+  lex_trim(&rest, &rlen);
+  if (rlen) {
+    if (rest[0] != '=') return -1;
+    rest++, rlen--;
+    lex_trim(&rest, &rlen);
+    if (value(rest, rlen, &pv, &pvlen)) return -1;
+  }
+  if (lex_is(s, pnlen, "server_no_context_takeover")) {
+    if (p->snct || pv) p->valid = 0;
+    p->snct = 1;
+  } else if (lex_is(s, pnlen, "client_no_context_takeover")) {
+    if (p->cnct || pv) p->valid = 0;
+    p->cnct = 1;
+  } else if (lex_is(s, pnlen, "server_max_window_bits")) {
+    if (p->smwb != -1 || !pv || bits(pv, pvlen) < 0) p->valid = 0;
+    p->smwb = pv ? bits(pv, pvlen) : 0;
+  } else if (lex_is(s, pnlen, "client_max_window_bits")) {
+    if (p->cmwb != -1 || (pv && bits(pv, pvlen) < 0)) p->valid = 0;
+    p->cmwb = pv ? bits(pv, pvlen) : 0;
+  } else {
+    p->valid = 0; /* an unknown parameter makes the offer unacceptable */
+  }
+  return 0;
+}
+
+/* One extension "name *(; param)" s[0..n) (not empty); -1 on a syntax error. */
+static int extension(const char *s, size_t n, int *is_pmd, params *p) {
+  const char *e;
+  size_t k;
+  lex_list l;
+  lex_list_init(&l, s, n, ';');
+  lex_list_next(&l, &e, &k);
+  if (!k || lex_token(e, k) != k) return -1;
+  *is_pmd = lex_is(e, k, "permessage-deflate");
+  *p = (params){0, 0, -1, -1, 1};
+  while (lex_list_next(&l, &e, &k))
+    if (param(e, k, p)) return -1;
+  return 0;
 }
 
 /* Calls fn for each extension in every Sec-WebSocket-Extensions header.
@@ -77,52 +98,17 @@ static int each_extension(const hs_head *h, int (*fn)(void *, int is_pmd, const 
                           void *ud) {
   int count = 0;
   for (size_t i = 0; i < h->nheaders; i++) {
-    const hs_header *e = &h->headers[i];
-    if (!is(e->name, e->name_len, "Sec-WebSocket-Extensions")) continue;
-    cursor c = {e->value, e->value + e->value_len};
-    for (;;) {
-      ows(&c);
-      if (c.s == c.end) break;
-      if (*c.s == ',') { /* empty list elements are allowed */
-        c.s++;
-        continue;
-      }
-      const char *name;
-      size_t nlen = token(&c, &name);
-      if (!nlen) return -1;
-      int pmd = is(name, nlen, "permessage-deflate");
-      params p = {0, 0, -1, -1, 1};
-      for (;;) {
-        ows(&c);
-        if (c.s == c.end || *c.s == ',') break;
-        if (*c.s != ';') return -1;
-        c.s++;
-        ows(&c);
-        const char *pn, *pv = NULL;
-        size_t pnlen = token(&c, &pn), pvlen = 0;
-        if (!pnlen) return -1;
-        ows(&c);
-        if (c.s < c.end && *c.s == '=') {
-          c.s++;
-          ows(&c);
-          if (value(&c, &pv, &pvlen)) return -1;
-        }
-        if (is(pn, pnlen, "server_no_context_takeover")) {
-          if (p.snct || pv) p.valid = 0;
-          p.snct = 1;
-        } else if (is(pn, pnlen, "client_no_context_takeover")) {
-          if (p.cnct || pv) p.valid = 0;
-          p.cnct = 1;
-        } else if (is(pn, pnlen, "server_max_window_bits")) {
-          if (p.smwb != -1 || !pv || bits(pv, pvlen) < 0) p.valid = 0;
-          p.smwb = pv ? bits(pv, pvlen) : 0;
-        } else if (is(pn, pnlen, "client_max_window_bits")) {
-          if (p.cmwb != -1 || (pv && bits(pv, pvlen) < 0)) p.valid = 0;
-          p.cmwb = pv ? bits(pv, pvlen) : 0;
-        } else {
-          p.valid = 0; /* an unknown parameter makes the offer unacceptable */
-        }
-      }
+    const hs_header *f = &h->headers[i];
+    if (!lex_is(f->name, f->name_len, "Sec-WebSocket-Extensions")) continue;
+    const char *e;
+    size_t k;
+    lex_list l;
+    lex_list_init(&l, f->value, f->value_len, ',');
+    while (lex_list_next(&l, &e, &k)) {
+      if (!k) continue; /* empty list elements are allowed */
+      int pmd;
+      params p;
+      if (extension(e, k, &pmd, &p)) return -1;
       count++;
       if (fn(ud, pmd, &p)) return count;
     }

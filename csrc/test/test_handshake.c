@@ -285,20 +285,20 @@ static void round_trip(void) {
   CHECK_EQ(sel, 0);
 
   buf r = {0};
-  CHECK_EQ(hs_build_accept(&r, k, HS_KEY_LEN, ours[sel]), 0);
+  CHECK_EQ(hs_build_accept(&r, k, HS_KEY_LEN, ours[sel], NULL), 0);
   CHECK_EQ(hs_parse_response(r.data, r.len, &h), r.len);
   CHECK_EQ(h.status, 101);
   const char *proto = NULL;
   size_t plen = 99;
-  CHECK_EQ(hs_check_response(&h, key, offered, 2, &proto, &plen, &why), 0);
+  CHECK_EQ(hs_check_response(&h, key, offered, 2, 0, &proto, &plen, &why), 0);
   CHECK_MEMSTR(proto, plen, "superchat");
   buf_free(&r);
-  CHECK_EQ(hs_build_accept(&r, k, HS_KEY_LEN, NULL), 0);
+  CHECK_EQ(hs_build_accept(&r, k, HS_KEY_LEN, NULL, NULL), 0);
   CHECK_EQ(hs_parse_response(r.data, r.len, &h), r.len);
-  CHECK_EQ(hs_check_response(&h, key, offered, 2, &proto, &plen, &why), 0);
+  CHECK_EQ(hs_check_response(&h, key, offered, 2, 0, &proto, &plen, &why), 0);
   CHECK(proto == NULL && plen == 0);
   CHECK(hs_find(&h, "Sec-WebSocket-Protocol") == NULL);
-  CHECK_EQ(hs_build_accept(&r, k, HS_KEY_LEN, "bad\r\nX: y"), -1);
+  CHECK_EQ(hs_build_accept(&r, k, HS_KEY_LEN, "bad\r\nX: y", NULL), -1);
   buf_free(&r);
   buf_free(&b);
 
@@ -414,7 +414,7 @@ static int check_resp(const char *s, const char **why) {
   const char *proto;
   size_t plen;
   if (resp(s) <= 0) return 1000;
-  return hs_check_response(&h, "dGhlIHNhbXBsZSBub25jZQ==", offered, 2, &proto, &plen, why);
+  return hs_check_response(&h, "dGhlIHNhbXBsZSBub25jZQ==", offered, 2, 0, &proto, &plen, why);
 }
 
 static void check_response(void) {
@@ -461,7 +461,7 @@ static void check_response(void) {
   const char *proto;
   size_t plen;
   CHECK(resp(OK101 ACC "Sec-WebSocket-Protocol: chat\r\n\r\n") > 0);
-  CHECK_EQ(hs_check_response(&h, "dGhlIHNhbXBsZSBub25jZQ==", NULL, 0, &proto, &plen, &why), -1);
+  CHECK_EQ(hs_check_response(&h, "dGhlIHNhbXBsZSBub25jZQ==", NULL, 0, 0, &proto, &plen, &why), -1);
   CHECK_STR(why, "server chose a subprotocol we did not offer");
 #undef OK101
 #undef ACC

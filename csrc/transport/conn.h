@@ -115,6 +115,7 @@ typedef struct conn {
   proto proto;
   buf head; /* handshake head (and what followed it) until taken */
   size_t head_len;
+  hs_parser head_parser; /* resumes on each read until the head is complete */
 
   tls *tls;             /* NULL for plain TCP */
   loop_task tls_wait;   /* queued while its TLS handshake waits for budget */

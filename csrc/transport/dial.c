@@ -2,7 +2,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 static void try_next(conn *c);
 
@@ -87,12 +86,13 @@ int dial_start(conn *c, const char *host, const char *port) {
 }
 
 static void dial_on_head(conn *c, const char *data, size_t n) {
+  if (!c->head.len) hs_parser_init(&c->head_parser, 1);
   if (conn_head_append(c, data, n)) {
     conn_abort(c, "response head too large");
     return;
   }
   hs_head h;
-  int len = hs_parse_response(c->head.data, c->head.len, &h);
+  int len = hs_parser_feed(&c->head_parser, c->head.data, c->head.len, &h);
   if ((len == 0 && c->head.len > c->opts.max_head) || len == -2 ||
       (len > 0 && (size_t)len > c->opts.max_head)) {
     conn_abort(c, "response head too large");
@@ -121,15 +121,9 @@ static void dial_on_head(conn *c, const char *data, size_t n) {
     conn_abort(c, why);
     return;
   }
-  if (compressed) { /* the extension is settled: check the rest without it */
-    size_t kept = 0;
-    for (size_t i = 0; i < h.nheaders; i++)
-      if (h.headers[i].name_len != 24 ||
-          strncasecmp(h.headers[i].name, "Sec-WebSocket-Extensions", 24) != 0)
-        h.headers[kept++] = h.headers[i];
-    h.nheaders = kept;
-  }
-  if (hs_check_response(&h, c->dial->key, offered, noffered, &protocol, &plen, &why)) {
+  /* the request offered extensions exactly when compression is on */
+  if (hs_check_response(&h, c->dial->key, offered, noffered, c->opts.pmd.enabled, &protocol, &plen,
+                        &why)) {
     conn_abort(c, why);
     return;
   }

@@ -2,7 +2,8 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
+
+#include "protocol/lex.h"
 
 static char **copy_list(const char *const *src, size_t n) {
   if (!n) return NULL;
@@ -126,21 +127,20 @@ static int origin_allowed(const server *s, const hs_head *h) {
   const hs_header *o = hs_find(h, "origin");
   if (!o) return 0;
   for (size_t i = 0; i < s->norigins; i++)
-    if (strlen(s->origins[i]) == o->value_len &&
-        strncasecmp(s->origins[i], o->value, o->value_len) == 0)
-      return 1;
+    if (lex_is(o->value, o->value_len, s->origins[i])) return 1;
   return 0;
 }
 
 static void server_on_head(conn *c, const char *data, size_t n) {
   server *s = c->server;
   if (!s) return;
+  if (!c->head.len) hs_parser_init(&c->head_parser, 0);
   if (conn_head_append(c, data, n)) {
     reply_error(c, 431, "request head too large");
     return;
   }
   hs_head h;
-  int len = hs_parse_request(c->head.data, c->head.len, &h);
+  int len = hs_parser_feed(&c->head_parser, c->head.data, c->head.len, &h);
   if (len > 0 && (size_t)len > c->opts.max_head) len = -2;
   if (len == 0 && c->head.len > c->opts.max_head) len = -2;
   if (len == -2) {
@@ -186,10 +186,8 @@ static void server_on_head(conn *c, const char *data, size_t n) {
   if (pmd_accept(&h, &c->opts.pmd, &prm, ext, sizeof ext) &&
       !(c->pmd = pmd_new(&prm, &c->opts.pmd)))
     ext[0] = 0; /* no memory for it: go on without compression */
-  if (hs_build_accept(&c->out, key, HS_KEY_LEN, protocol) || (protocol && !c->protocol) ||
-      (ext[0] && (c->out.len -= 2, /* the head's blank line comes after ours */
-                  buf_appends(&c->out, "Sec-WebSocket-Extensions: ") || buf_appends(&c->out, ext) ||
-                      buf_appends(&c->out, "\r\n\r\n")))) {
+  if (hs_build_accept(&c->out, key, HS_KEY_LEN, protocol, ext[0] ? ext : NULL) ||
+      (protocol && !c->protocol)) {
     conn_abort(c, "out of memory");
     return;
   }
