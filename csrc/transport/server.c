@@ -1,5 +1,6 @@
 #include "transport/server.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -252,4 +253,20 @@ void server_release(server *s) {
   s->user = 0;
   server_close(s);
   if (s->handle_closed) server_free(s);
+}
+
+/* Transport API for the binding */
+
+void server_describe(const server *s, server_info *out) {
+  out->id = s->id;
+  out->port = s->port;
+  out->closing = s->closing;
+}
+
+server *server_start(loop *l, const char *host, int port, const server_opts *o, char *err,
+                     size_t errsize) {
+  int rc = 0;
+  server *s = server_listen(l, host, port, o, &rc);
+  if (!s) snprintf(err, errsize, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
+  return s;
 }
