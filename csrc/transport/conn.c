@@ -819,3 +819,82 @@ int conn_head_append(conn *c, const char *data, size_t n) {
   if (c->head.len + n > c->opts.max_head + LOOP_READ_SIZE) return -1;
   return buf_append(&c->head, data, n);
 }
+
+/* Transport API for the binding */
+
+static const char *const state_names[] = {"dialing", "handshake", "http",
+                                          "open",    "closing",   "closed"};
+
+void conn_describe(conn *c, unsigned what, conn_info *out) {
+  out->id = c->id;
+  out->state = state_names[c->state];
+  out->opened = c->opened;
+  out->closed = c->state == CONN_DONE;
+  out->close_code = c->close_code;
+  out->close_reason = c->close_reason ? c->close_reason : "";
+  out->clean = c->clean;
+  out->error = c->error;
+  out->http_status = c->dial_status;
+  out->protocol = c->protocol;
+  out->compressed = c->pmd != NULL;
+  out->buffered = conn_buffered(c);
+  out->remote[0] = out->peer_subject[0] = 0;
+  if (what & CONN_INFO_REMOTE) conn_remote(c, out->remote, sizeof out->remote);
+  if ((what & CONN_INFO_PEER) && c->tls)
+    tls_peer_subject(c->tls, out->peer_subject, sizeof out->peer_subject);
+}
+
+int conn_receive(conn *c, conn_message *m) {
+  int rc = conn_recv(c, &m->msg);
+  if (rc != CONN_OK) return rc;
+  m->data = m->msg->data;
+  m->len = m->msg->len;
+  m->binary = m->msg->opcode != FRAME_TEXT;
+  return CONN_OK;
+}
+
+void conn_message_done(conn *c, conn_message *m) {
+  conn_msg_free(c, m->msg);
+  m->msg = NULL;
+}
+
+int conn_send_message(conn *c, const void *data, size_t len, int binary) {
+  if (!binary && !utf8_valid(data, len)) return CONN_BAD_UTF8;
+  return conn_send(c, binary ? FRAME_BINARY : FRAME_TEXT, data, len);
+}
+
+int conn_send_ping(conn *c, const void *data, size_t len) {
+  if (len > FRAME_MAX_CONTROL) return CONN_BAD_LENGTH;
+  return conn_ping(c, data, len);
+}
+
+int conn_start_close(conn *c, unsigned code, const char *reason, size_t len) {
+  if (!frame_close_code_sendable(code)) return CONN_BAD_CODE;
+  if (len > FRAME_MAX_CONTROL - 2) return CONN_BAD_LENGTH;
+  if (!utf8_valid((const uint8_t *)reason, len)) return CONN_BAD_UTF8;
+  return conn_close(c, code, reason, len);
+}
+
+int conn_respond_http(conn *c, int status, const char *const *names, const char *const *values,
+                      size_t nheaders, const char *body, size_t body_len) {
+  buf out = {0};
+  if (hs_build_response(&out, status, names, values, nheaders, body_len) ||
+      buf_append(&out, body, body_len)) {
+    buf_free(&out);
+    return -1;
+  }
+  conn_respond(c, out.data, out.len);
+  buf_free(&out);
+  return 0;
+}
+
+const char *conn_head(const conn *c, size_t *len, int *request) {
+  *len = c->head_len;
+  *request = c->is_server;
+  return c->head_len ? c->head.data : NULL;
+}
+
+void conn_drop_head(conn *c) {
+  buf_free(&c->head);
+  c->head_len = 0;
+}

@@ -208,6 +208,67 @@ void conn_arm_timer(conn *c, uint64_t ms);
 /* Appends handshake bytes; -1 when the head grows past max_head. */
 int conn_head_append(conn *c, const char *data, size_t n);
 
+/* Transport API for the binding: with the server, loop and dial sections
+ * it is all the binding uses (transport/api.h); the binding reads no field
+ * of conn. */
+
+/* What conn_describe fills in. Strings stay valid until c changes state. */
+typedef struct conn_info {
+  int64_t id;               /* the waitable id the connection wakes */
+  const char *state;        /* "dialing", "handshake", "http", "open", "closing", "closed" */
+  int opened;               /* the opening handshake succeeded */
+  int closed;               /* state "closed" */
+  unsigned close_code;      /* what ws.close_code reports */
+  const char *close_reason; /* "" when none */
+  int clean;                /* both close frames went across */
+  const char *error;        /* why it failed, or NULL */
+  int http_status;          /* HTTP status of a refused dial, else 0 */
+  const char *protocol;     /* chosen subprotocol, or NULL */
+  int compressed;           /* permessage-deflate was negotiated */
+  size_t buffered;          /* bytes queued or in flight */
+  char remote[96];          /* "ip:port" (CONN_INFO_REMOTE), "" when unknown */
+  char peer_subject[512];   /* peer certificate subject (CONN_INFO_PEER), "" when none */
+} conn_info;
+
+/* The costly parts of conn_describe, filled only when asked for. */
+enum { CONN_INFO_REMOTE = 1, CONN_INFO_PEER = 2 };
+
+void conn_describe(conn *c, unsigned what, conn_info *out);
+
+/* A received message, valid until conn_message_done. */
+typedef struct conn_message {
+  const uint8_t *data;
+  size_t len;
+  int binary;
+  const conn_msg *msg;
+} conn_message;
+
+/* CONN_OK with *m filled, CONN_WAIT, or CONN_CLOSED (conn_describe says how). */
+int conn_receive(conn *c, conn_message *m);
+void conn_message_done(conn *c, conn_message *m);
+
+/* Results beside CONN_OK..CONN_TOOBIG for arguments the protocol refuses:
+ * text or a close reason that is not UTF-8, a ping payload or a close reason
+ * that is too long, a close code that may not be sent. */
+enum { CONN_BAD_UTF8 = 5, CONN_BAD_LENGTH = 6, CONN_BAD_CODE = 7 };
+
+/* conn_send and conn_ping with the checks above. */
+int conn_send_message(conn *c, const void *data, size_t len, int binary);
+int conn_send_ping(conn *c, const void *data, size_t len);
+
+/* conn_close with code and reason checked first. */
+int conn_start_close(conn *c, unsigned code, const char *reason, size_t len);
+
+/* Answers a plain HTTP request with a response built from status, headers
+ * and body. 0, or -1 when a header name or value is invalid. */
+int conn_respond_http(conn *c, int status, const char *const *names, const char *const *values,
+                      size_t nheaders, const char *body, size_t body_len);
+
+/* The saved request (server) or response (client) head, NULL when none is
+ * kept; *request tells which. conn_drop_head frees it. */
+const char *conn_head(const conn *c, size_t *len, int *request);
+void conn_drop_head(conn *c);
+
 #pragma GCC visibility pop
 
 #endif

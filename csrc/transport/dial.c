@@ -1,5 +1,6 @@
 #include "transport/dial.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,7 +71,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
   conn_unref(c); /* the request's reference */
 }
 
-int dial_start(conn *c, const char *host, const char *port) {
+static int dial_start(conn *c, const char *host, const char *port) {
   struct addrinfo hints;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
@@ -83,6 +84,92 @@ int dial_start(conn *c, const char *host, const char *port) {
   conn_ref(c);
   conn_arm_timer(c, c->opts.handshake_timeout_ms);
   return 0;
+}
+
+/* The dialer with the offered subprotocols kept NUL-separated for the
+ * response check. */
+static conn_dialer *new_dialer(const dial_request *r) {
+  size_t total = 1;
+  for (size_t i = 0; i < r->nprotocols; i++) total += strlen(r->protocols[i]) + 1;
+  conn_dialer *d = calloc(1, sizeof *d + total);
+  if (!d) return NULL;
+  char *p = d->offered;
+  for (size_t i = 0; i < r->nprotocols; i++) {
+    size_t len = strlen(r->protocols[i]) + 1;
+    memcpy(p, r->protocols[i], len);
+    p += len;
+  }
+  *p = 0;
+  return d;
+}
+
+/* Queues the upgrade request: the extra headers, then Origin and the
+ * extension offer; the protocols joined as "a, b". */
+static const char *queue_request(conn *c, const dial_request *r) {
+  const char *names[DIAL_MAX_LIST + 2], *values[DIAL_MAX_LIST + 2];
+  size_t nh = r->nheaders < DIAL_MAX_LIST ? r->nheaders : DIAL_MAX_LIST;
+  memcpy(names, r->names, nh * sizeof *names);
+  memcpy(values, r->values, nh * sizeof *values);
+  if (r->origin) names[nh] = "Origin", values[nh++] = r->origin;
+  char offer[256];
+  if (c->opts.pmd.enabled) {
+    pmd_offer(&c->opts.pmd, offer, sizeof offer);
+    names[nh] = "Sec-WebSocket-Extensions", values[nh++] = offer;
+  }
+  buf joined = {0};
+  for (size_t i = 0; i < r->nprotocols; i++)
+    if ((i && buf_append(&joined, ", ", 2)) ||
+        buf_append(&joined, r->protocols[i], strlen(r->protocols[i])))
+      return buf_free(&joined), "out of memory";
+  if (r->nprotocols && buf_append(&joined, "", 1)) return buf_free(&joined), "out of memory";
+  int rc = hs_build_request(&c->out, r->target, r->host_header, c->dial->key,
+                            r->nprotocols ? joined.data : NULL, names, values, nh);
+  buf_free(&joined);
+  return rc ? "invalid header name or value" : NULL;
+}
+
+/* The TLS policy: the common case (system CAs, verify, no client
+ * certificate) shares one context kept in the loop, made on first use. */
+static int start_tls(conn *c, const dial_request *r, char *err, size_t errsize) {
+  loop *l = c->loop;
+  tls_ctx *ctx;
+  if (!r->tls.ca && !r->tls.cert && r->tls.verify) {
+    if (!l->tls_client) l->tls_client = tls_ctx_new(0, &r->tls, err, errsize);
+    if (!l->tls_client) return -1;
+    ctx = l->tls_client;
+    tls_ctx_ref(ctx);
+  } else if (!(ctx = tls_ctx_new(0, &r->tls, err, errsize))) {
+    return -1;
+  }
+  int failed = conn_use_tls(c, ctx, r->host);
+  tls_ctx_unref(ctx); /* the session holds its own reference */
+  if (failed) snprintf(err, errsize, "cannot start TLS");
+  return failed;
+}
+
+static const char *prepare(conn *c, const dial_request *r) {
+  if (!(c->dial = new_dialer(r))) return "out of memory";
+  if (hs_make_key(c->dial->key)) return "no randomness for the handshake key";
+  return queue_request(c, r);
+}
+
+conn *dial_open(loop *l, const dial_request *r, const conn_opts *o, char *err, size_t errsize) {
+  conn *c = conn_new(l, 0, o);
+  if (!c) {
+    snprintf(err, errsize, "out of memory");
+    return NULL;
+  }
+  const char *why = prepare(c, r);
+  int rc = 0;
+  if (why)
+    snprintf(err, errsize, "%s", why);
+  else if (r->secure && start_tls(c, r, err, errsize))
+    why = err;
+  else if ((rc = dial_start(c, r->host, r->port)) != 0)
+    snprintf(err, errsize, "cannot resolve %s: %s", r->host, uv_strerror(rc)), why = err;
+  if (!why) return c;
+  conn_release(c);
+  return NULL;
 }
 
 static void dial_on_head(conn *c, const char *data, size_t n) {

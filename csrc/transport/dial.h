@@ -1,21 +1,42 @@
-/* The client side of a connection: resolve (never blocking), connect to each
- * address in turn, send the upgrade request, check the response. */
+/* The client side of a connection: build the upgrade request, apply the TLS
+ * policy, resolve (never blocking), connect to each address in turn, send
+ * the request, check the response. */
 #ifndef DUPLEX_DIAL_H
 #define DUPLEX_DIAL_H
 
 #include <stddef.h>
 
 #include "transport/conn.h"
+#include "transport/tls.h"
 
 /* core.so exports luaopen_duplex_core only: a host that links a library
  * with names like tls_read must not capture our calls */
 #pragma GCC visibility push(hidden)
 
-/* Resolves host, connects, sends the request (already built into c->out by
- * the caller, with c->dial set up) and checks the response. Waiters wake
- * when the state becomes CONN_OPEN or CONN_DONE (then c->error says why).
- * 0, or a libuv error when the resolution cannot start. */
-int dial_start(conn *c, const char *host, const char *port);
+/* The most subprotocols and extra headers a dial takes. */
+enum { DIAL_MAX_LIST = 64 };
+
+/* What to dial: the parts of a ws:// or wss:// URL, the subprotocols to
+ * offer, extra request headers (names[i]: values[i]) and an optional
+ * Origin. With secure set, tls says how to check the server: without ca,
+ * cert and with verify on, every dial shares the loop's default context. */
+typedef struct dial_request {
+  const char *host, *port;
+  const char *target;      /* path and query */
+  const char *host_header; /* Host value, with a port when not the default */
+  const char *const *protocols;
+  size_t nprotocols; /* at most DIAL_MAX_LIST */
+  const char *const *names, *const *values;
+  size_t nheaders; /* at most DIAL_MAX_LIST */
+  const char *origin;
+  int secure;
+  tls_config tls;
+} dial_request;
+
+/* Starts dialing: a connection held by the caller (release it with
+ * conn_release), whose waiters wake when it opens or fails (conn_describe
+ * then says why). NULL with the reason in err when it cannot start. */
+conn *dial_open(loop *l, const dial_request *r, const conn_opts *o, char *err, size_t errsize);
 
 #pragma GCC visibility pop
 

@@ -286,3 +286,20 @@ int loop_timeout(loop *l) {
 int loop_alive(loop *l) {
   return l->nready || l->wake_all || l->dirty || has_deferred(l) || uv_loop_alive(&l->uv);
 }
+
+/* Transport API for the binding */
+
+size_t loop_size(void) { return sizeof(loop); }
+
+const int64_t *loop_ready(const loop *l, size_t *n, int *all) {
+  *n = l->nready;
+  *all = l->wake_all;
+  return l->ready;
+}
+
+int loop_pollfd(loop *l) { return uv_backend_fd(&l->uv); }
+
+uint64_t loop_now(loop *l) {
+  uv_update_time(&l->uv);
+  return uv_now(&l->uv);
+}

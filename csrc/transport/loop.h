@@ -171,6 +171,21 @@ int loop_timeout(loop *l);
  * loop alive. */
 int loop_alive(loop *l);
 
+/* Transport API for the binding (see transport/api.h) */
+
+/* The binding allocates the loop itself (as a Lua userdata). */
+size_t loop_size(void);
+
+/* The ready list of the last loop_step: n ids, and *all set when every
+ * waiter should be resumed. */
+const int64_t *loop_ready(const loop *l, size_t *n, int *all);
+
+/* The backend descriptor to poll for an embedding host, or -1. */
+int loop_pollfd(loop *l);
+
+/* The loop's clock in milliseconds, refreshed. */
+uint64_t loop_now(loop *l);
+
 #pragma GCC visibility pop
 
 #endif

@@ -1,5 +1,6 @@
 #include "transport/server.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,4 +269,20 @@ void server_close(server *s) {
 void server_release(server *s) {
   server_close(s);
   server_unref(s);
+}
+
+/* Transport API for the binding */
+
+void server_describe(const server *s, server_info *out) {
+  out->id = s->id;
+  out->port = s->port;
+  out->closing = s->closing;
+}
+
+server *server_start(loop *l, const char *host, int port, const server_opts *o, char *err,
+                     size_t errsize) {
+  int rc = 0;
+  server *s = server_listen(l, host, port, o, &rc);
+  if (!s) snprintf(err, errsize, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
+  return s;
 }

@@ -61,6 +61,21 @@ void server_close(server *s);
 /* The binding lets go of s; freed once its handle is closed. */
 void server_release(server *s);
 
+/* Transport API for the binding (see transport/api.h) */
+
+typedef struct server_info {
+  int64_t id; /* the waitable id: woken when a connection can be accepted */
+  int port;   /* the port listened on */
+  int closing;
+} server_info;
+
+void server_describe(const server *s, server_info *out);
+
+/* server_listen with the failure in words ("cannot listen on host:port:
+ * why") in err. */
+server *server_start(loop *l, const char *host, int port, const server_opts *o, char *err,
+                     size_t errsize);
+
 #pragma GCC visibility pop
 
 #endif

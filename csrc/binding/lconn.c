@@ -1,0 +1,313 @@
+/* The connection userdata (duplex.conn), dialed or accepted: recv, send,
+ * ping, close, abort, respond and what they report. */
+#include <string.h>
+
+#include "binding/binding.h"
+
+typedef struct lconn {
+  conn *c;
+} lconn;
+
+static conn *check_conn(lua_State *L) {
+  lconn *u = luaL_checkudata(L, 1, CONN_MT);
+  if (!u->c) luaL_error(L, "connection already released");
+  return u->c;
+}
+
+static conn_info *describe(lua_State *L, unsigned what, conn_info *i) {
+  conn_describe(check_conn(L), what, i);
+  return i;
+}
+
+static lconn *push_lconn(lua_State *L, conn *c) {
+  lconn *u = lua_newuserdata(L, sizeof *u);
+  u->c = c;
+  luaL_getmetatable(L, CONN_MT);
+  lua_setmetatable(L, -2);
+  return u;
+}
+
+void lconn_push(lua_State *L, conn *c) { push_lconn(L, c); }
+
+/* The TLS options of a wss:// dial from opts (at 5). */
+static void read_dial_tls(lua_State *L, dial_request *r) {
+  tls_config cfg = {NULL, NULL, NULL, 1};
+  r->tls = cfg;
+  if (!r->secure) return;
+  lua_getfield(L, 5, "tls");
+  if (!lua_isnil(L, -1) && !lua_istable(L, -1)) luaL_error(L, "option 'tls' must be a table");
+  if (lua_istable(L, -1)) opts_tls(L, lua_gettop(L), &r->tls, 1);
+}
+
+/* dial(host, port, target, host_header, opts, secure) */
+int lconn_dial(lua_State *L) {
+  dial_request r = {0};
+  r.host = luaL_checkstring(L, 1);
+  r.port = luaL_checkstring(L, 2);
+  r.target = luaL_checkstring(L, 3);
+  r.host_header = luaL_checkstring(L, 4);
+  luaL_checktype(L, 5, LUA_TTABLE); /* options */
+  r.secure = lua_toboolean(L, 6);
+  conn_opts o;
+  opts_conn(L, 5, &o, "timeout", 1); /* clients: on, as browsers do */
+  const char *protocols[MAX_LIST];
+  r.nprotocols = opts_strings(L, 5, "protocols", protocols, MAX_LIST);
+  r.protocols = protocols;
+  opts_headers h;
+  lua_getfield(L, 5, "headers");
+  opts_header_table(L, -1, &h, 0);
+  r.names = h.names;
+  r.values = h.values;
+  r.nheaders = h.n;
+  lua_getfield(L, 5, "origin");
+  if (!lua_isnil(L, -1)) r.origin = luaL_checkstring(L, -1);
+  read_dial_tls(L, &r);
+  lconn *u = push_lconn(L, NULL); /* first: raising later would leak the conn */
+  char err[1024];
+  u->c = dial_open(binding_loop(L), &r, &o, err, sizeof err);
+  if (!u->c) return binding_error(L, err);
+  return 1;
+}
+
+static int l_conn_info(lua_State *L) {
+  conn_info i;
+  describe(L, 0, &i);
+  lua_pushnumber(L, (lua_Number)i.id);
+  lua_pushstring(L, i.state);
+  lua_pushboolean(L, i.opened);
+  return 3;
+}
+
+static int push_closed(lua_State *L, conn *c) {
+  conn_info i;
+  conn_describe(c, 0, &i);
+  lua_pushnil(L);
+  lua_pushliteral(L, "closed");
+  lua_pushinteger(L, i.close_code);
+  lua_pushstring(L, i.close_reason);
+  return 4;
+}
+
+static int l_conn_recv(lua_State *L) {
+  conn *c = check_conn(L);
+  conn_message m;
+  switch (conn_receive(c, &m)) {
+  case CONN_OK:
+    lua_pushlstring(L, (const char *)m.data, m.len);
+    lua_pushstring(L, m.binary ? "binary" : "text");
+    conn_message_done(c, &m);
+    return 2;
+  case CONN_WAIT:
+    lua_pushboolean(L, 0);
+    return 1;
+  default:
+    return push_closed(L, c);
+  }
+}
+
+static int push_send_result(lua_State *L, int rc) {
+  switch (rc) {
+  case CONN_OK:
+    lua_pushboolean(L, 1);
+    return 1;
+  case CONN_WAIT:
+    lua_pushboolean(L, 0);
+    return 1;
+  case CONN_NOMEM:
+    return binding_error(L, "out of memory");
+  case CONN_TOOBIG:
+    return binding_error(L, "message too large to send");
+  case CONN_BAD_UTF8:
+    return binding_error(L, "text message is not valid UTF-8");
+  case CONN_BAD_LENGTH: /* only a ping's payload has a length limit */
+    return luaL_argerror(L, 2, "ping payload longer than 125 bytes");
+  default:
+    return binding_error(L, "closed");
+  }
+}
+
+static int l_conn_send(lua_State *L) {
+  conn *c = check_conn(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  const char *kind = luaL_optstring(L, 3, "text");
+  int binary = strcmp(kind, "binary") == 0;
+  if (!binary && strcmp(kind, "text") != 0)
+    return luaL_argerror(L, 3, "expected \"text\" or \"binary\"");
+  return push_send_result(L, conn_send_message(c, data, len, binary));
+}
+
+static int l_conn_ping(lua_State *L) {
+  conn *c = check_conn(L);
+  size_t len;
+  const char *data = luaL_optlstring(L, 2, "", &len);
+  return push_send_result(L, conn_send_ping(c, data, len));
+}
+
+static int l_conn_close(lua_State *L) {
+  conn *c = check_conn(L);
+  lua_Integer code = luaL_optinteger(L, 2, FRAME_CLOSE_NORMAL);
+  size_t len;
+  const char *reason = luaL_optlstring(L, 3, "", &len);
+  switch (conn_start_close(c, (unsigned)code, reason, len)) {
+  case CONN_BAD_CODE:
+    return luaL_argerror(L, 2, "close code must be 1000-1003, 1007-1014 or 3000-4999");
+  case CONN_BAD_LENGTH: /* only a ping's payload has a length limit */
+    return luaL_argerror(L, 3, "close reason longer than 123 bytes");
+  case CONN_BAD_UTF8:
+    return luaL_argerror(L, 3, "close reason is not valid UTF-8");
+  case CONN_OK:
+    lua_pushboolean(L, 1);
+    return 1;
+  default:
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+}
+
+static int l_conn_abort(lua_State *L) {
+  conn_abort(check_conn(L), luaL_optstring(L, 2, "aborted"));
+  return 0;
+}
+
+static int l_conn_close_info(lua_State *L) {
+  conn_info i;
+  if (!describe(L, 0, &i)->closed) return 0;
+  lua_pushinteger(L, i.close_code);
+  lua_pushstring(L, i.close_reason);
+  lua_pushboolean(L, i.clean);
+  if (i.error)
+    lua_pushstring(L, i.error);
+  else
+    lua_pushnil(L);
+  return 4;
+}
+
+static int l_conn_error(lua_State *L) {
+  conn_info i;
+  describe(L, 0, &i);
+  lua_pushstring(L, i.error ? i.error : "connection closed");
+  lua_pushinteger(L, i.http_status);
+  return 2;
+}
+
+static int l_conn_protocol(lua_State *L) {
+  conn_info i;
+  if (describe(L, 0, &i)->protocol)
+    lua_pushstring(L, i.protocol);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+static int l_conn_compressed(lua_State *L) {
+  conn_info i;
+  lua_pushboolean(L, describe(L, 0, &i)->compressed);
+  return 1;
+}
+
+static int l_conn_peer_cert(lua_State *L) {
+  conn_info i;
+  if (!describe(L, CONN_INFO_PEER, &i)->peer_subject[0]) return 0;
+  lua_pushstring(L, i.peer_subject);
+  return 1;
+}
+
+static int l_conn_remote(lua_State *L) {
+  conn_info i;
+  lua_pushstring(L, describe(L, CONN_INFO_REMOTE, &i)->remote);
+  return 1;
+}
+
+static int l_conn_buffered(lua_State *L) {
+  conn_info i;
+  lua_pushinteger(L, (lua_Integer)describe(L, 0, &i)->buffered);
+  return 1;
+}
+
+static void push_headers(lua_State *L, const hs_head *h) {
+  lua_createtable(L, 0, (int)h->nheaders);
+  char name[256];
+  for (size_t i = 0; i < h->nheaders; i++) {
+    const hs_header *e = &h->headers[i];
+    size_t n = e->name_len < sizeof name ? e->name_len : sizeof name - 1;
+    for (size_t j = 0; j < n; j++) {
+      char ch = e->name[j];
+      name[j] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    }
+    lua_pushlstring(L, name, n);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, e->value, e->value_len);
+    } else { /* a repeated header: join with ", " as RFC 9110 5.3 allows */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, e->value, e->value_len);
+      lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+  }
+}
+
+/* Request (server side) or response (client side) head: the parsed head is
+ * handed to Lua once and the buffer released. */
+static int l_conn_head(lua_State *L) {
+  conn *c = check_conn(L);
+  size_t len;
+  int request;
+  const char *bytes = conn_head(c, &len, &request);
+  if (!bytes) return 0;
+  hs_head h;
+  int ok = request ? hs_parse_request(bytes, len, &h) : hs_parse_response(bytes, len, &h);
+  if (ok <= 0) return 0;
+  if (request) {
+    lua_pushlstring(L, h.method, h.method_len);
+    lua_pushlstring(L, h.target, h.target_len);
+  } else {
+    lua_pushinteger(L, h.status);
+    lua_pushlstring(L, h.reason, h.reason_len);
+  }
+  push_headers(L, &h);
+  conn_drop_head(c);
+  return 3;
+}
+
+/* respond(status, headers, body): answers a plain HTTP request. */
+static int l_conn_respond(lua_State *L) {
+  conn *c = check_conn(L);
+  int status = (int)luaL_checkinteger(L, 2);
+  size_t blen = 0;
+  const char *body = luaL_optlstring(L, 4, "", &blen);
+  if (status < 100 || status > 999) return luaL_argerror(L, 2, "HTTP status must be 100..999");
+  opts_headers h;
+  opts_header_table(L, 3, &h, 3);
+  if (conn_respond_http(c, status, h.names, h.values, h.n, body, blen))
+    return luaL_argerror(L, 3, "invalid header name or value");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+int lconn_gc(lua_State *L) {
+  lconn *u = luaL_checkudata(L, 1, CONN_MT);
+  if (u->c) conn_release(u->c);
+  u->c = NULL;
+  return 0;
+}
+
+const luaL_Reg lconn_methods[] = {{"info", l_conn_info},
+                                  {"recv", l_conn_recv},
+                                  {"send", l_conn_send},
+                                  {"ping", l_conn_ping},
+                                  {"close", l_conn_close},
+                                  {"abort", l_conn_abort},
+                                  {"close_info", l_conn_close_info},
+                                  {"error", l_conn_error},
+                                  {"protocol", l_conn_protocol},
+                                  {"remote", l_conn_remote},
+                                  {"head", l_conn_head},
+                                  {"respond", l_conn_respond},
+                                  {"buffered", l_conn_buffered},
+                                  {"peer_cert", l_conn_peer_cert},
+                                  {"compressed", l_conn_compressed},
+                                  {NULL, NULL}};
