@@ -2,6 +2,7 @@
 
 #include "test/check.h"
 #include "protocol/handshake.h"
+#include "protocol/lex.h"
 
 static hs_head h;
 
@@ -467,6 +468,321 @@ static void check_response(void) {
 #undef ACC
 }
 
+/* ---- the incremental parser -------------------------------------------- */
+
+static int same_head(const hs_head *a, const hs_head *b) {
+  if (a->method != b->method || a->method_len != b->method_len || a->target != b->target ||
+      a->target_len != b->target_len || a->status != b->status || a->reason != b->reason ||
+      a->reason_len != b->reason_len || a->minor_version != b->minor_version ||
+      a->nheaders != b->nheaders)
+    return 0;
+  for (size_t i = 0; i < a->nheaders; i++) {
+    const hs_header *x = &a->headers[i], *y = &b->headers[i];
+    if (x->name != y->name || x->name_len != y->name_len || x->value != y->value ||
+        x->value_len != y->value_len)
+      return 0;
+  }
+  return 1;
+}
+
+static int parse_whole(int response, const char *s, size_t n, hs_head *out) {
+  return response ? hs_parse_response(s, n, out) : hs_parse_request(s, n, out);
+}
+
+/* An 8 KiB request: a long target, HS_MAX_HEADERS headers, some with bare
+ * LF, empty values and whitespace around values. */
+static size_t big_request(char *s, size_t cap) {
+  size_t n = (size_t)snprintf(s, cap, "GET /");
+  for (int i = 0; i < 1500; i++) s[n++] = (char)('a' + i % 26);
+  n += (size_t)snprintf(s + n, cap - n, "?q=1 HTTP/1.1\r\n");
+  for (int i = 0; i < HS_MAX_HEADERS; i++) {
+    const char *end = i % 7 == 3 ? "\n" : "\r\n";
+    if (i % 11 == 5)
+      n += (size_t)snprintf(s + n, cap - n, "X-Empty-%d:%s", i, end);
+    else
+      n += (size_t)snprintf(
+          s + n, cap - n, "X-Header-%d: \t value %d %.90s \t%s", i, i,
+          "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz"
+          "0123456789abcdefghijklmno",
+          end);
+  }
+  n += (size_t)snprintf(s + n, cap - n, "\r\n\x81\x85tail");
+  return n;
+}
+
+static const char big_response[] = "HTTP/1.1 101 Switching Protocols\r\n"
+                                   "Upgrade: websocket\r\n"
+                                   "Connection: Upgrade\r\n"
+                                   "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                                   "Sec-WebSocket-Extensions: permessage-deflate; "
+                                   "server_no_context_takeover\n"
+                                   "Sec-WebSocket-Protocol:  chat \r\n"
+                                   "X-Empty:\r\n\r\nframes";
+
+/* Fed as prefixes of s: split in two at every byte, then one byte at a
+ * time. Each gives what the whole parse gives, every field alike. */
+static void splits(int response, const char *s, size_t n) {
+  static hs_head whole, part;
+  int want = parse_whole(response, s, n, &whole);
+  CHECK(want > 0);
+  int bad = 0;
+  for (size_t i = 0; i <= n; i++) {
+    hs_parser p;
+    hs_parser_init(&p, response);
+    int first = hs_parser_feed(&p, s, i, &part);
+    if (first != ((size_t)want <= i ? want : 0)) bad++;
+    if (hs_parser_feed(&p, s, n, &part) != want || !same_head(&part, &whole)) bad++;
+  }
+  CHECK_EQ(bad, 0);
+  hs_parser p;
+  hs_parser_init(&p, response);
+  size_t done = 0;
+  for (size_t i = 1; i <= n && !done; i++) {
+    int r = hs_parser_feed(&p, s, i, &part);
+    if (r != 0) done = i;
+    if (r != 0 && (r != want || !same_head(&part, &whole))) bad++;
+  }
+  CHECK_EQ(bad, 0);
+  CHECK_EQ(done, want);
+  /* once complete, it stays complete */
+  CHECK_EQ(hs_parser_feed(&p, s, n, &part), want);
+  CHECK(same_head(&part, &whole));
+}
+
+/* A malformed head fed a byte at a time fails at the very length at which a
+ * whole parse of the prefix first fails, with the same result. */
+static int fails_alike(int response, const char *s, size_t n) {
+  hs_parser p;
+  hs_head a, b;
+  hs_parser_init(&p, response);
+  for (size_t i = 0; i <= n; i++) {
+    int inc = hs_parser_feed(&p, s, i, &a), whole = parse_whole(response, s, i, &b);
+    if (inc != whole) return 0;
+    if (inc < 0) return hs_parser_feed(&p, s, n, &a) == inc; /* the failure is final */
+  }
+  return 0; /* never failed */
+}
+
+static void incremental(void) {
+  static char big[12000];
+  size_t n = big_request(big, sizeof big);
+  CHECK(n > 8000 && n < 9000);
+  CHECK_EQ(hs_parse_request(big, n, &h), n - 6);
+  CHECK_EQ(h.nheaders, HS_MAX_HEADERS);
+  CHECK_MEMSTR(h.headers[5].name, h.headers[5].name_len, "X-Empty-5");
+  CHECK_EQ(h.headers[5].value_len, 0);
+  CHECK_MEMSTR(h.headers[3].value, 9, "value 3 0");
+  splits(0, big, n);
+  splits(0, rfc_request, strlen(rfc_request));
+  splits(1, big_response, strlen(big_response));
+
+  static const char *bad_requests[] = {
+      "\x16\x03\x01\x02\x00",
+      "GET\x01 / HTTP/1.1\r\n\r\n",
+      " GET / HTTP/1.1\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\n b\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nbad line\r\nHost: x\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\x7F\r\n\r\n",
+      "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+      "GET /a\x01 HTTP/1.1\r\n\r\n",
+  };
+  int bad = 0;
+  for (size_t i = 0; i < sizeof bad_requests / sizeof *bad_requests; i++)
+    if (!fails_alike(0, bad_requests[i], strlen(bad_requests[i]))) {
+      printf("not alike: %s\n", bad_requests[i]);
+      bad++;
+    }
+  CHECK_EQ(bad, 0);
+  static const char *bad_responses[] = {
+      "HTTP/1.1 1O1 OK\r\n\r\n",
+      "ICY 200 OK\r\n\r\n",
+      "HTTP/1.1 101 OK\r\nUpgrade : websocket\r\n\r\n",
+      "HTTP/1.1 101 OK\r\nX: a\r\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof bad_responses / sizeof *bad_responses; i++)
+    CHECK(fails_alike(1, bad_responses[i], strlen(bad_responses[i])));
+  /* a bad line deep in the big head, and one header too many */
+  memcpy(big + 4000, "\x01", 1);
+  CHECK(fails_alike(0, big, n));
+  char many[4000] = "GET / HTTP/1.1\r\n";
+  for (int i = 0; i <= HS_MAX_HEADERS; i++) strcat(many, "X: y\r\n");
+  strcat(many, "\r\n");
+  CHECK(fails_alike(0, many, strlen(many)));
+  CHECK_EQ(hs_parse_request(many, strlen(many), &h), -2);
+  /* the early refusal of a TLS hello: at its first byte */
+  hs_parser p;
+  hs_parser_init(&p, 0);
+  CHECK_EQ(hs_parser_feed(&p, "\x16", 1, &h), -1);
+}
+
+/* The work is linear: fed a byte at a time, the parser looks at about as
+ * many bytes as it does given the whole head at once, about three per byte
+ * (finding line ends, checking lines, splitting the head into h); and its
+ * resume point only moves forward, never past what it was given. */
+static void linear(void) {
+  static char big[12000];
+  size_t n = big_request(big, sizeof big);
+  hs_parser whole, p;
+  hs_parser_init(&whole, 0);
+  int want = hs_parser_feed(&whole, big, n, &h);
+  CHECK(want > 0);
+  CHECK(whole.examined <= 3 * (size_t)want + 16);
+  hs_parser_init(&p, 0);
+  size_t last_pos = 0, last_scan = 0, back = 0;
+  for (size_t i = 1; i <= n; i++) {
+    int r = hs_parser_feed(&p, big, i, &h);
+    if (p.pos < last_pos || p.scan < last_scan || p.pos > i || p.scan > i) back++;
+    if (r == 0 && p.scan != i) back++; /* nothing scanned twice */
+    last_pos = p.pos, last_scan = p.scan;
+    if (r) break;
+  }
+  CHECK_EQ(back, 0);
+  CHECK(p.examined <= whole.examined + 16);
+  CHECK(p.examined >= whole.examined);
+  /* a response split in two anywhere before its end costs what the whole does */
+  size_t rn = strlen(big_response), worst = 0;
+  hs_parser_init(&whole, 1);
+  int rwant = hs_parser_feed(&whole, big_response, rn, &h);
+  CHECK(rwant > 0);
+  for (size_t i = 0; i < (size_t)rwant; i++) {
+    hs_parser_init(&p, 1);
+    hs_parser_feed(&p, big_response, i, &h);
+    hs_parser_feed(&p, big_response, rn, &h);
+    if (p.examined > worst) worst = p.examined;
+  }
+  CHECK_EQ(worst, whole.examined);
+}
+
+static void lexing(void) {
+  CHECK(lex_tchar('a') && lex_tchar('Z') && lex_tchar('0') && lex_tchar('~') && lex_tchar('!'));
+  CHECK(!lex_tchar(' ') && !lex_tchar(':') && !lex_tchar(0) && !lex_tchar('"') &&
+        !lex_tchar(0x80) && !lex_tchar(','));
+  CHECK(lex_text('\t') && lex_text(' ') && lex_text('~') && lex_text(0xC3));
+  CHECK(!lex_text('\r') && !lex_text('\n') && !lex_text(0) && !lex_text(0x7F));
+  CHECK(lex_ows(' ') && lex_ows('\t') && !lex_ows('\r'));
+  CHECK_EQ(lex_token("abc def", 7), 3);
+  CHECK_EQ(lex_token("abc", 2), 2);
+  CHECK_EQ(lex_token(" x", 2), 0);
+  CHECK(lex_is_token("permessage-deflate") && !lex_is_token("") && !lex_is_token(NULL) &&
+        !lex_is_token("a b"));
+  CHECK(lex_ieq("Upgrade", 7, "uPGRADE", 7));
+  CHECK(!lex_ieq("Upgrade", 7, "Upgrad", 6) && !lex_ieq("a[", 2, "A{", 2));
+  CHECK(lex_is("Sec-WebSocket-Key", 17, "sec-websocket-key"));
+  CHECK(!lex_is("Sec-WebSocket-Key", 16, "sec-websocket-key"));
+  const char *s = " \t a b\t ";
+  size_t n = strlen(s);
+  lex_trim(&s, &n);
+  CHECK_MEMSTR(s, n, "a b");
+  s = " \t ", n = 3;
+  lex_trim(&s, &n);
+  CHECK_EQ(n, 0);
+  /* lists: every item trimmed, empty ones given too */
+  static const char *want[] = {"a", "", "b c", "", "d;x=1", ""};
+  const char *v = " a ,, b c\t,  ,d;x=1,", *e;
+  size_t k, i = 0, wrong = 0;
+  lex_list l;
+  lex_list_init(&l, v, strlen(v), ',');
+  while (lex_list_next(&l, &e, &k))
+    if (i >= 6 || k != strlen(want[i]) || memcmp(e, want[i++], k)) wrong++;
+  CHECK_EQ(wrong, 0);
+  CHECK_EQ(i, 6);
+  CHECK(!lex_list_next(&l, &e, &k));
+  lex_list_init(&l, "pmd; a=1 ;b", 11, ';');
+  CHECK(lex_list_next(&l, &e, &k));
+  CHECK_MEMSTR(e, k, "pmd");
+  CHECK(lex_list_next(&l, &e, &k));
+  CHECK_MEMSTR(e, k, "a=1");
+  CHECK(lex_list_next(&l, &e, &k));
+  CHECK_MEMSTR(e, k, "b");
+  CHECK(!lex_list_next(&l, &e, &k));
+  lex_list_init(&l, NULL, 0, ',');
+  CHECK(lex_list_next(&l, &e, &k));
+  CHECK_EQ(k, 0);
+  CHECK(!lex_list_next(&l, &e, &k));
+}
+
+/* The one status table serves the reason phrases and the client's reasons. */
+static void statuses(void) {
+  CHECK_STR(hs_reason_phrase(101), "Switching Protocols");
+  CHECK_STR(hs_reason_phrase(303), "See Other");
+  CHECK_STR(hs_reason_phrase(431), "Request Header Fields Too Large");
+  CHECK_STR(hs_reason_phrase(504), "Gateway Timeout");
+  CHECK_STR(hs_reason_phrase(299), "Unknown");
+  CHECK_STR(hs_reason_phrase(0), "Unknown");
+  static const struct {
+    int status;
+    const char *why;
+  } whys[] = {{200, "server answered 200 (not a WebSocket endpoint?)"},
+              {301, "server answered 301 (redirect)"},
+              {308, "server answered 308 (redirect)"},
+              {401, "server answered 401 (authentication required)"},
+              {426, "server answered 426 (unsupported WebSocket version)"},
+              {429, "server answered 429"},
+              {504, "server answered 504"},
+              {204, "server did not answer 101 Switching Protocols"},
+              {431, "server did not answer 101 Switching Protocols"},
+              {599, "server did not answer 101 Switching Protocols"}};
+  for (size_t i = 0; i < sizeof whys / sizeof *whys; i++) {
+    char r[64];
+    const char *proto, *why = NULL;
+    size_t plen;
+    snprintf(r, sizeof r, "HTTP/1.1 %d X\r\n\r\n", whys[i].status);
+    CHECK(resp(r) > 0);
+    CHECK_EQ(hs_check_response(&h, "dGhlIHNhbXBsZSBub25jZQ==", NULL, 0, 1, &proto, &plen, &why),
+             -1);
+    CHECK_STR(why, whys[i].why);
+  }
+}
+
+/* Extensions: refused in a response unless offered; when offered they are
+ * left to the extension's own check. The server's accept carries them. */
+static void extensions(void) {
+#define OK101 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+#define ACC "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+  static const char *offered[] = {"chat"};
+  const char *key = "dGhlIHNhbXBsZSBub25jZQ==", *proto, *why;
+  size_t plen;
+  CHECK(resp(OK101 ACC "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n") > 0);
+  CHECK_EQ(hs_check_response(&h, key, offered, 1, 0, &proto, &plen, &why), -1);
+  CHECK_STR(why, "server chose an extension we did not offer");
+  why = "unset";
+  CHECK_EQ(hs_check_response(&h, key, offered, 1, 1, &proto, &plen, &why), 0);
+  CHECK(why == NULL);
+  CHECK(resp(OK101 ACC "Sec-WebSocket-Extensions: x-other\r\n"
+                       "Sec-WebSocket-Protocol: chat\r\n\r\n") > 0);
+  CHECK_EQ(hs_check_response(&h, key, offered, 1, 1, &proto, &plen, &why), 0);
+  CHECK_MEMSTR(proto, plen, "chat");
+  CHECK(resp(OK101 ACC "Sec-WebSocket-Extensions:\r\n\r\n") > 0); /* empty: none chosen */
+  CHECK_EQ(hs_check_response(&h, key, offered, 1, 0, &proto, &plen, &why), 0);
+  /* an offered extension does not excuse the other checks */
+  CHECK(resp(OK101 "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n") > 0);
+  CHECK_EQ(hs_check_response(&h, key, offered, 1, 1, &proto, &plen, &why), -1);
+  CHECK_STR(why, "missing Sec-WebSocket-Accept");
+#undef OK101
+#undef ACC
+  buf b = {0};
+  const char *ext = "permessage-deflate; server_no_context_takeover; client_max_window_bits=10";
+  CHECK_EQ(hs_build_accept(&b, key, HS_KEY_LEN, "chat", ext), 0);
+  CHECK_EQ(hs_parse_response(b.data, b.len, &h), b.len);
+  const hs_header *f = hs_find(&h, "Sec-WebSocket-Extensions");
+  CHECK(f != NULL);
+  if (f) CHECK_MEMSTR(f->value, f->value_len, ext);
+  CHECK_EQ(hs_check_response(&h, key, offered, 1, 1, &proto, &plen, &why), 0);
+  CHECK_MEMSTR(proto, plen, "chat");
+  CHECK_EQ(hs_check_response(&h, key, offered, 1, 0, &proto, &plen, &why), -1);
+  size_t len = b.len;
+  CHECK_EQ(hs_build_accept(&b, key, HS_KEY_LEN, NULL, "x\r\nEvil: 1"), -1);
+  CHECK_EQ(hs_build_accept(&b, key, HS_KEY_LEN, NULL, "x\001"), -1);
+  CHECK_EQ(b.len, len); /* a refused build appends nothing */
+  buf_free(&b);
+  CHECK_EQ(hs_build_accept(&b, key, HS_KEY_LEN, NULL, "permessage-deflate"), 0);
+  CHECK_EQ(hs_parse_response(b.data, b.len, &h), b.len);
+  CHECK(hs_find(&h, "Sec-WebSocket-Protocol") == NULL);
+  CHECK(hs_has_token(&h, "Sec-WebSocket-Extensions", "permessage-deflate"));
+  CHECK_MEMSTR(b.data + b.len - 4, 4, "\r\n\r\n");
+  buf_free(&b);
+}
+
 int main(void) {
   accept_key();
   parse_request();
@@ -478,5 +794,10 @@ int main(void) {
   injection();
   responses();
   check_response();
+  incremental();
+  linear();
+  lexing();
+  statuses();
+  extensions();
   return check_done();
 }
