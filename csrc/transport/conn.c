@@ -636,7 +636,7 @@ static void tls_decrypt(conn *c) {
 static void tls_input(conn *c, const char *data, size_t n) {
   tls_feed(c->tls, data, n);
   if (c->tls_ready || tls_step(c) == 1) tls_decrypt(c);
-  if (!c->tcp_closing && tls_end_input(c->tls)) conn_abort(c, "out of memory");
+  if (tls_end_input(c->tls) && !c->tcp_closing) conn_abort(c, "out of memory");
 }
 
 /* A handshake put off by tls_step, in a later step with budget. */
