@@ -77,14 +77,24 @@ cleanup() {
   if [ -f "$GROUPS_FILE" ]; then
     while read -r p; do kill_group "$p"; done < "$GROUPS_FILE"
   fi
-  if [ -n "$WATCHDOG" ]; then kill "$WATCHDOG" 2>/dev/null; wait "$WATCHDOG" 2>/dev/null; fi
+  if [ -n "$WATCHDOG" ]; then kill_group "$WATCHDOG"; wait "$WATCHDOG" 2>/dev/null; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-trap 'say "stopped (signal or time limit)"; exit 130' INT TERM
+stopped() { # the time limit or a signal: end what runs, print what was measured
+  local p
+  say "stopped (signal or time limit): the table holds what was measured so far"
+  while read -r p; do kill_group "$p"; done < "$GROUPS_FILE"
+  if declare -F print_table >/dev/null; then print_table; fi
+  exit 130
+}
+trap stopped INT TERM
 
-# The whole run stops at TIME_LIMIT, whatever is running then.
-(sleep "$TIME_LIMIT" && kill -TERM $$ 2>/dev/null) &
+# The whole run stops at TIME_LIMIT, whatever is running then
+# (its own process group, so that the cleanup ends its sleep too; the trap
+# reaps the sleep, which would otherwise be left a zombie under init)
+setsid bash -c 'trap "kill \$s 2>/dev/null; wait; exit 0" TERM
+  sleep "$1" & s=$!; wait $s && kill -TERM "$2" 2>/dev/null' watchdog "$TIME_LIMIT" $$ &
 WATCHDOG=$!
 
 left() { echo $((DEADLINE - SECONDS)); }
@@ -309,23 +319,6 @@ measure_tls() { # NAME TREE LUA: bench/idle_tls.lua, ws:// and wss:// after one 
   done < <(echo "$out" | awk '$1 == "ws" || $1 == "wss" { for (i = 3; i <= NF; i++) if ($i == "bytes") print $1, $2, $(i - 1) }')
 }
 
-# ---- the run: every measurement alternates before/after, the order flips each repeat
-
-say "before: ${TREES[0]}"
-say "after:  ${TREES[1]}"
-for rep in $(seq "$REPEAT"); do
-  if [ $((rep % 2)) -eq 1 ]; then order="0 1"; else order="1 0"; fi
-  for lua in $LUAS; do
-    for m in echo probes idle tls; do
-      for i in $order; do
-        if [ "$(left)" -lt 15 ]; then say "time is up: skipping $m"; continue; fi
-        say "== run $rep/$REPEAT, $lua, $m, ${NAMES[$i]} ($((SECONDS - START)) s)"
-        "measure_$m" "${NAMES[$i]}" "${TREES[$i]}" "$lua"
-      done
-    done
-  done
-done
-
 # ---- the table -------------------------------------------------------------------
 
 med() { # NAME LUA KEY
@@ -362,30 +355,51 @@ ROWS=(
   "tls_wss|B/idle wss:// conn, after 1 echo"
 )
 
-echo
-echo "duplex before/after, median of $REPEAT run(s) each, alternating; $(date -u '+%Y-%m-%d %H:%M UTC'), $((SECONDS - START)) s"
-echo "before: ${TREES[0]} ($(git -C "${TREES[0]}" rev-parse --short HEAD 2>/dev/null || echo '?'))"
-echo "after:  ${TREES[1]} ($(git -C "${TREES[1]}" rev-parse --short HEAD 2>/dev/null || echo '?'))"
-echo "echo: ${DURATION}s after ${WARMUP}s, $SMALL_CONNS x $SMALL_INFLIGHT (16 B), $BIG_CONNS x $BIG_INFLIGHT (64 KiB);" \
-  "allocs: $ALLOC_COUNT round trips of 16 B on 1 conn after $ALLOC_WARMUP;"
-echo "heads: $HEAD_CONNS x $HEAD_BYTES B, 1 byte/write, ${HEAD_GAP_US} us gap; idle: $IDLE_CONNS conns; idle_tls: $TLS_CONNS conns"
-echo
-printf '| %-44s | %-6s | %12s | %12s | %12s |\n' measurement lua before after after/before
-printf '| %-44s | %-6s | %12s | %12s | %12s |\n' --- --- --- --- ---
-for row in "${ROWS[@]}"; do
-  key=${row%%|*} label=${row#*|}
+print_table() {
+  echo
+  echo "duplex before/after, median of $REPEAT run(s) each, alternating; $(date -u '+%Y-%m-%d %H:%M UTC'), $((SECONDS - START)) s"
+  echo "before: ${TREES[0]} ($(git -C "${TREES[0]}" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+  echo "after:  ${TREES[1]} ($(git -C "${TREES[1]}" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+  echo "echo: ${DURATION}s after ${WARMUP}s, $SMALL_CONNS x $SMALL_INFLIGHT (16 B), $BIG_CONNS x $BIG_INFLIGHT (64 KiB);" \
+    "allocs: $ALLOC_COUNT round trips of 16 B on 1 conn after $ALLOC_WARMUP;"
+  echo "heads: $HEAD_CONNS x $HEAD_BYTES B, 1 byte/write, ${HEAD_GAP_US} us gap; idle: $IDLE_CONNS conns; idle_tls: $TLS_CONNS conns"
+  echo
+  printf '| %-44s | %-6s | %12s | %12s | %12s |\n' measurement lua before after after/before
+  printf '| %-44s | %-6s | %12s | %12s | %12s |\n' --- --- --- --- ---
+  for row in "${ROWS[@]}"; do
+    key=${row%%|*} label=${row#*|}
+    for lua in $LUAS; do
+      b=$(med before "$lua" "$key") a=$(med after "$lua" "$key")
+      [ "$b" = - ] && [ "$a" = - ] && continue
+      printf '| %-44s | %-6s | %12s | %12s | %12s |\n' "$label" "$lua" "$b" "$a" "$(ratio "$a" "$b")"
+    done
+  done
+  echo
+  echo "allocs/msg: calls per round trip (one 16-byte message received and echoed), counted by"
+  echo "bench/alloc_count.so and charged to the caller's object; PUC Lua's expected floor is about 1"
+  echo "realloc (the message's string) and 1 free (its collection) per message; LuaJIT's allocator"
+  echo "does not use malloc, so its rows read 0. '=' in after/before: both are 0."
+  echo "slow head: a $HEAD_BYTES-byte upgrade head, slow frame: one $HEAD_BYTES-byte frame after the upgrade, each"
+  echo "fed a byte per write to $HEAD_CONNS connections at once; server CPU from /proc/PID/task/*/schedstat"
+  echo "(ns), user part from /proc/PID/stat (ticks). Each byte is its own read and wake-up, so both carry"
+  echo "the same kernel and event-loop cost; head minus frame is what parsing the head adds."
+}
+
+# ---- the run: every measurement alternates before/after, the order flips each repeat
+
+say "before: ${TREES[0]}"
+say "after:  ${TREES[1]}"
+for rep in $(seq "$REPEAT"); do
+  if [ $((rep % 2)) -eq 1 ]; then order="0 1"; else order="1 0"; fi
   for lua in $LUAS; do
-    b=$(med before "$lua" "$key") a=$(med after "$lua" "$key")
-    [ "$b" = - ] && [ "$a" = - ] && continue
-    printf '| %-44s | %-6s | %12s | %12s | %12s |\n' "$label" "$lua" "$b" "$a" "$(ratio "$a" "$b")"
+    for m in echo probes idle tls; do
+      for i in $order; do
+        if [ "$(left)" -lt 15 ]; then say "time is up: skipping $m"; continue; fi
+        say "== run $rep/$REPEAT, $lua, $m, ${NAMES[$i]} ($((SECONDS - START)) s)"
+        "measure_$m" "${NAMES[$i]}" "${TREES[$i]}" "$lua"
+      done
+    done
   done
 done
-echo
-echo "allocs/msg: calls per round trip (one 16-byte message received and echoed), counted by"
-echo "bench/alloc_count.so and charged to the caller's object; PUC Lua's expected floor is about 1"
-echo "realloc (the message's string) and 1 free (its collection) per message; LuaJIT's allocator"
-echo "does not use malloc, so its rows read 0. '=' in after/before: both are 0."
-echo "slow head: a $HEAD_BYTES-byte upgrade head, slow frame: one $HEAD_BYTES-byte frame after the upgrade, each"
-echo "fed a byte per write to $HEAD_CONNS connections at once; server CPU from /proc/PID/task/*/schedstat"
-echo "(ns), user part from /proc/PID/stat (ticks). Each byte is its own read and wake-up, so both carry"
-echo "the same kernel and event-loop cost; head minus frame is what parsing the head adds."
+
+print_table
