@@ -15,6 +15,8 @@
 local duplex = require "duplex"
 
 local args = arg or {}
+-- the server child runs this same file, wherever it is called from
+local self_path = args[0] or "bench/idle_tls.lua"
 
 local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
@@ -65,8 +67,8 @@ assert(os.execute(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-25
 
 local function start_server(scheme)
   local out = dir .. "/" .. scheme .. ".out"
-  local pid = sh_read(("%s bench/idle_tls.lua server %s %s %s >%s 2>&1 </dev/null & echo $!")
-    :format(lua_cmd(), scheme, quote(cert), quote(key), quote(out))):match("%d+")
+  local pid = sh_read(("%s %s server %s %s %s >%s 2>&1 </dev/null & echo $!")
+    :format(lua_cmd(), quote(self_path), scheme, quote(cert), quote(key), quote(out))):match("%d+")
   for _ = 1, 100 do
     local f = io.open(out)
     local s = f and f:read("*a")
