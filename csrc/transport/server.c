@@ -118,7 +118,8 @@ static void on_connection(uv_stream_t *stream, int status) {
 }
 
 static void reply_error(conn *c, int status, const char *why) {
-  buf_free(&c->out);
+  loop_release(c->loop, c->out.data, c->out.cap); /* the write queue's blocks are the loop's */
+  c->out = (buf){0};
   hs_build_error(&c->out, status, why);
   conn_fail_handshake(c, why);
 }
@@ -132,74 +133,79 @@ static int origin_allowed(const server *s, const hs_head *h) {
   return 0;
 }
 
-static void server_on_head(conn *c, const char *data, size_t n) {
-  server *s = c->server;
-  if (!s) return;
+/* Appends the bytes to the head and parses what is there: the head's
+ * length once it is complete, else 0 (more to come, or refused). */
+static size_t read_head(conn *c, const char *data, size_t n, hs_head *h) {
   if (!c->head.len) hs_parser_init(&c->head_parser, 0);
   if (conn_head_append(c, data, n)) {
     reply_error(c, 431, "request head too large");
-    return;
+    return 0;
   }
-  hs_head h;
-  int len = hs_parser_feed(&c->head_parser, c->head.data, c->head.len, &h);
+  int len = hs_parser_feed(&c->head_parser, c->head.data, c->head.len, h);
   if (len > 0 && (size_t)len > c->opts.max_head) len = -2;
   if (len == 0 && c->head.len > c->opts.max_head) len = -2;
-  if (len == -2) {
+  if (len == -2)
     reply_error(c, 431, "request head too large");
-    return;
-  }
-  if (len == 0) return;
-  if (len < 0) {
+  else if (len < 0)
     reply_error(c, 400, "malformed HTTP request");
+  return len > 0 ? (size_t)len : 0;
+}
+
+/* A request without "Upgrade: websocket" goes to the http handler, if any. */
+static void take_http(server *s, conn *c) {
+  if (!s->has_http) {
+    reply_error(c, 426, "this is a WebSocket endpoint");
     return;
   }
-  c->head_len = (size_t)len;
-  const char *key, *why;
-  int status = hs_check_request(&h, &key, &why);
-  if (status == -1) {
-    if (!s->has_http) {
-      reply_error(c, 426, "this is a WebSocket endpoint");
-      return;
-    }
-    c->state = CONN_HTTP;
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = 0;
-    enqueue(s, c);
-    return;
-  }
-  if (status) {
-    reply_error(c, status, why);
-    return;
-  }
-  if (!origin_allowed(s, &h)) {
-    reply_error(c, 403, "origin not allowed");
-    return;
-  }
-  int pick = hs_select_protocol(&h, (const char *const *)s->protocols, s->nprotocols);
+  c->state = CONN_HTTP;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+  enqueue(s, c);
+}
+
+/* Negotiates the subprotocol and compression and queues the 101. -1 when
+ * out of memory. */
+static int answer_upgrade(server *s, conn *c, const hs_head *h, const char *key) {
+  int pick = hs_select_protocol(h, (const char *const *)s->protocols, s->nprotocols);
   const char *protocol = pick >= 0 ? s->protocols[pick] : NULL;
   if (protocol) {
     size_t plen = strlen(protocol) + 1;
-    c->protocol = malloc(plen);
-    if (c->protocol) memcpy(c->protocol, protocol, plen);
+    if (!(c->protocol = malloc(plen))) return -1;
+    memcpy(c->protocol, protocol, plen);
   }
   char ext[256] = "";
   pmd_params prm;
-  if (pmd_accept(&h, &c->opts.pmd, &prm, ext, sizeof ext) &&
-      !(c->pmd = pmd_new(&prm, &c->opts.pmd)))
+  if (pmd_accept(h, &c->opts.pmd, &prm, ext, sizeof ext) && !(c->pmd = pmd_new(&prm, &c->opts.pmd)))
     ext[0] = 0; /* no memory for it: go on without compression */
-  if (hs_build_accept(&c->out, key, HS_KEY_LEN, protocol, ext[0] ? ext : NULL) ||
-      (protocol && !c->protocol)) {
+  return hs_build_accept(&c->out, key, HS_KEY_LEN, protocol, ext[0] ? ext : NULL);
+}
+
+static void server_on_head(conn *c, const char *data, size_t n) {
+  server *s = c->server;
+  hs_head h;
+  size_t len = s ? read_head(c, data, n, &h) : 0;
+  if (!len) return;
+  c->head_len = len;
+  const char *key, *why;
+  int status = hs_check_request(&h, &key, &why);
+  if (status == -1) {
+    take_http(s, c);
+  } else if (status) {
+    reply_error(c, status, why);
+  } else if (!origin_allowed(s, &h)) {
+    reply_error(c, 403, "origin not allowed");
+  } else if (answer_upgrade(s, c, &h, key)) {
     conn_abort(c, "out of memory");
-    return;
-  }
-  conn_mark_dirty(c);
-  enqueue(s, c);
-  conn_open(c, (const uint8_t *)c->head.data + len, c->head.len - (size_t)len);
-  /* the head waits for Lua to ask for ws.request: keep it and no more */
-  char *head = c->head.cap > c->head_len ? realloc(c->head.data, c->head_len) : NULL;
-  if (head) {
-    c->head.data = head;
-    c->head.len = c->head.cap = c->head_len;
+  } else {
+    conn_mark_dirty(c);
+    enqueue(s, c);
+    conn_open(c, (const uint8_t *)c->head.data + len, c->head.len - len);
+    /* the head waits for Lua to ask for ws.request: keep it and no more */
+    char *head = c->head.cap > c->head_len ? realloc(c->head.data, c->head_len) : NULL;
+    if (head) {
+      c->head.data = head;
+      c->head.len = c->head.cap = c->head_len;
+    }
   }
 }
 
