@@ -12,7 +12,7 @@ enum {
    * CONN_MAX_HIGH_WATER) keep a queue within WIRE_BUFS of them. */
   WIRE_CHUNK = 1 << 30,
   WIRE_BUFS = 24,
-  /* a reassembled message this large is adopted, not copied, by the inbox */
+  /* a message this large gets a block of its own (see push_large) */
   ADOPT_MIN = 4096
 };
 
@@ -309,8 +309,9 @@ static int queue_frame(conn *c, int opcode, int rsv, const uint8_t *data, size_t
       loop_release(c->loop, c->out.data, c->out.cap), c->out = (buf){0};
     return CONN_OK;
   }
-  if (!c->out.data && hl + len >= LOOP_SPARE_MIN) { /* start from a spare */
-    c->out.data = loop_alloc(c->loop, hl + len, &c->out.cap);
+  if (!c->out.data) { /* start from a spare, even for a small frame: no malloc per message */
+    size_t want = hl + len < LOOP_SPARE_MIN ? LOOP_SPARE_MIN : hl + len;
+    c->out.data = loop_alloc(c->loop, want, &c->out.cap);
     if (!c->out.data) c->out.cap = 0;
   }
   if (buf_reserve(&c->out, hl + len)) return CONN_NOMEM;
@@ -486,6 +487,16 @@ static char *inflate_message(conn *c, int opcode, const uint8_t *data, size_t le
   return NULL;
 }
 
+/* A large message gets a block of its own, so the inbox buffer never grows
+ * (and copies what it holds) for it: the reassembled one is adopted as it
+ * lies, one that came whole in a read is copied once. */
+static int push_large(conn *c, int opcode, const uint8_t *data, size_t len) {
+  size_t cap = c->proto.msg_cap;
+  void *block = proto_take_message(&c->proto);
+  if (!block && (block = loop_alloc(c->loop, len, &cap))) memcpy(block, data, len);
+  return block ? inbox_push_block(&c->inbox, c->loop, opcode, block, cap, len) : -1;
+}
+
 static void sink_message(void *ud, int opcode, const uint8_t *data, size_t len) {
   conn *c = ud;
   if (c->state != CONN_OPEN) return; /* after our close frame, data is moot */
@@ -496,11 +507,8 @@ static void sink_message(void *ud, int opcode, const uint8_t *data, size_t len) 
     if (!block) return;
     rc = inbox_push_block(&c->inbox, c->loop, opcode, block, out.cap ? out.cap : 1, out.len);
   } else {
-    /* a large reassembled message is adopted as it lies; others are copied */
-    size_t cap = c->proto.msg_cap;
-    void *block = len >= ADOPT_MIN ? proto_take_message(&c->proto) : NULL;
-    rc = block ? inbox_push_block(&c->inbox, c->loop, opcode, block, cap, len)
-               : inbox_push_copy(&c->inbox, c->loop, opcode, data, len);
+    rc = len < ADOPT_MIN ? inbox_push_copy(&c->inbox, c->loop, opcode, data, len)
+                         : push_large(c, opcode, data, len);
   }
   if (rc) {
     close_drive(c, CLOSE_EV_ERROR, &(close_why){FRAME_CLOSE_INTERNAL, "out of memory", 0});
