@@ -425,43 +425,15 @@ static void begin_teardown(conn *c) {
 static void sink_message(void *ud, int opcode, const uint8_t *data, size_t len) {
   conn *c = ud;
   if (c->state != CONN_OPEN) return; /* after our close frame, data is moot */
-  conn_msg *m;
-  if (c->proto.msg_rsv & FRAME_RSV1) {
-    /* inflated into a block shaped like a conn_msg, bounded by max_message */
-    buf out = {0};
-    const size_t head = offsetof(conn_msg, data);
-    unsigned code = buf_reserve(&out, head) ? FRAME_CLOSE_INTERNAL : 0;
-    out.len = head;
-    if (!code) code = pmd_inflate(c->pmd, data, len, c->opts.max_message, &out);
-    const char *why = code == FRAME_CLOSE_TOO_BIG        ? "message too big"
-                      : code == FRAME_CLOSE_INVALID_DATA ? "invalid deflate data"
-                                                         : "out of memory";
-    len = out.len - head;
-    if (!code && opcode == FRAME_TEXT && !utf8_valid((uint8_t *)out.data + head, len)) {
-      code = FRAME_CLOSE_INVALID_DATA;
-      why = "invalid UTF-8 in text message";
-    }
-    if (code) {
-      buf_free(&out);
-      proto_abort(&c->proto, code, why);
-      return;
-    }
-    if (out.cap - out.len > 4096) { /* keep what the message needs, no more */
-      char *fit = realloc(out.data, out.len);
-      if (fit) out.data = fit, out.cap = out.len;
-    }
-    m = (conn_msg *)out.data;
-    m->cap = out.cap;
-  } else {
-    /* a reassembled message is adopted as it lies; only small ones are copied */
-    size_t cap = c->proto.msg_reserve + c->proto.msg_cap;
-    m = proto_take_message(&c->proto);
-    if (m) {
-      m->cap = cap;
-    } else if ((m = loop_alloc(c->loop, offsetof(conn_msg, data) + len, &cap))) {
-      m->cap = cap;
-      if (len) memcpy(m->data, data, len);
-    }
+  /* a reassembled (or inflated) message is adopted as it lies; only small
+   * ones are copied */
+  size_t cap = c->proto.msg_reserve + c->proto.msg_cap;
+  conn_msg *m = proto_take_message(&c->proto);
+  if (m) {
+    m->cap = cap;
+  } else if ((m = loop_alloc(c->loop, offsetof(conn_msg, data) + len, &cap))) {
+    m->cap = cap;
+    if (len) memcpy(m->data, data, len);
   }
   if (!m) {
     c->fail_code = FRAME_CLOSE_INTERNAL;
@@ -724,7 +696,7 @@ void conn_open(conn *c, const uint8_t *rest, size_t rest_len) {
   c->opened = 1;
   proto_init(&c->proto, c->is_server, c->opts.max_message);
   c->proto.msg_reserve = offsetof(conn_msg, data);
-  if (c->pmd) c->proto.rsv_allowed = FRAME_RSV1;
+  if (c->pmd) c->proto.rsv_allowed = FRAME_RSV1, c->proto.inflater = c->pmd;
   uv_timer_stop(&c->timer);
   c->heard = uv_now(&c->loop->uv);
   if (c->opts.ping_interval_ms) conn_arm_timer(c, c->opts.ping_interval_ms);
