@@ -81,7 +81,12 @@ enum { PMD_MORE = 1 }; /* pmd_inflate_part filled out and may have more */
  * runs out; after an error the zlib stream is gone and *made bytes before
  * the error are still in out. The caller bounds the output: it gives no
  * more room than the message may still take (plus one byte, to see a bomb
- * go past the limit), and stops calling once it fails the message. */
+ * go past the limit), and stops calling once it fails the message.
+ *
+ * A valid message inflates the same however it is cut. One that refers
+ * back past the window we agreed on (under 15 bits) may fail or pass
+ * depending on the cuts: zlib checks a distance against the window plus the
+ * output of the current call. */
 unsigned pmd_inflate_part(pmd *p, const uint8_t **in, size_t *n, int last, uint8_t *out,
                           size_t room, size_t *made);
 
