@@ -1,9 +1,12 @@
 /* Random bytes into the receiver, as a server and as a client. The input is
  * fed whole and then in three pieces cut where the fuzzer says: both feeds
- * must give the same events and the same result. */
+ * must give the same events and the same result. With an inflater, RSV1
+ * messages are inflated as they arrive: no message passes max_message and
+ * every text is valid UTF-8, compressed or not. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "protocol/pmd.h"
 #include "protocol/proto.h"
 
 typedef struct digest {
@@ -25,9 +28,11 @@ static void event(void *ud, unsigned kind, unsigned op, const uint8_t *p, size_t
 }
 static void on_message(void *ud, int op, const uint8_t *p, size_t n) {
   if (op != FRAME_TEXT && op != FRAME_BINARY) abort();
-  /* compressed text (RSV1) is checked by its owner after inflating */
+  /* compressed text (RSV1) is unchecked only when nothing inflates it */
   const digest *d = ud;
-  if (op == FRAME_TEXT && !(d->p->msg_rsv & FRAME_RSV1) && !utf8_valid(p, n)) abort();
+  int checked = !(d->p->msg_rsv & FRAME_RSV1) || d->p->inflater;
+  if (op == FRAME_TEXT && checked && !utf8_valid(p, n)) abort();
+  if (n > d->p->max_message) abort();
   if ((d->p->msg_rsv & ~d->p->rsv_allowed) != 0) abort();
   event(ud, 1, (unsigned)op, p, n);
 }
@@ -46,13 +51,25 @@ static void on_close(void *ud, unsigned code, const uint8_t *p, size_t n) {
 }
 static const proto_sink sink = {on_message, on_ping, on_pong, on_close};
 
-static unsigned feed(int server, unsigned rsv, uint64_t max, const uint8_t *in, size_t n,
+/* flags: bits 0-2 the RSV bits allowed, bit 3 an inflater (bit 7: it resets
+ * after every message), bits 4-7 the limit */
+static unsigned feed(int server, unsigned flags, uint64_t max, const uint8_t *in, size_t n,
                      size_t cut1, size_t cut2, digest *d) {
   proto p;
   uint8_t *c = malloc(n ? n : 1);
   if (n) memcpy(c, in, n);
   proto_init(&p, server, max);
-  p.rsv_allowed = rsv & 7;
+  p.rsv_allowed = flags & 7;
+  pmd *rx = NULL;
+  if (flags & 8) {
+    /* 15 bits: below, a stream that reaches past the window may pass or
+     * fail depending on the cuts (see pmd_inflate_part) */
+    pmd_params prm = {15, 15, 0, (uint8_t)(flags >> 7)};
+    pmd_config cfg;
+    pmd_config_default(&cfg);
+    if (!(rx = pmd_new(&prm, &cfg))) abort();
+    p.inflater = rx;
+  }
   d->p = &p;
   unsigned r = proto_feed(&p, c, cut1, &sink, d);
   unsigned r2 = proto_feed(&p, c + cut1, cut2 - cut1, &sink, d);
@@ -64,6 +81,7 @@ static unsigned feed(int server, unsigned rsv, uint64_t max, const uint8_t *in, 
   if (!p.msg_opcode && p.msg) abort(); /* no buffer held between messages */
   if (p.msg_len > p.msg_cap || p.msg_len > max) abort();
   proto_free(&p);
+  pmd_free(rx);
   free(c);
   return r3;
 }

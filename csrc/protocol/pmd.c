@@ -217,6 +217,8 @@ struct pmd {
   int level, mem_level;
   size_t threshold;
   z_stream *def, *inf;
+  uint8_t tail_fed; /* bytes of the message's 00 00 ff ff tail inflated so far */
+  uint8_t ended;    /* a final block ended this message's stream */
 };
 
 pmd *pmd_new(const pmd_params *prm, const pmd_config *cfg) {
@@ -299,76 +301,104 @@ int pmd_deflate(pmd *p, const uint8_t *data, size_t n, buf *out) {
   return 0;
 }
 
-unsigned pmd_inflate(pmd *p, const uint8_t *data, size_t n, size_t max, buf *out) {
-  static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
-  if (!p->inf) {
-    p->inf = calloc(1, sizeof *p->inf);
-    if (!p->inf) return FRAME_CLOSE_INTERNAL;
-    if (inflateInit2(p->inf, -p->prm.inflate_bits) != Z_OK) {
-      free(p->inf);
-      p->inf = NULL;
-      return FRAME_CLOSE_INTERNAL;
-    }
+static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+
+static int open_inflate(pmd *p) {
+  if (p->inf) return 0;
+  p->inf = calloc(1, sizeof *p->inf);
+  if (!p->inf) return -1;
+  if (inflateInit2(p->inf, -p->prm.inflate_bits) != Z_OK) {
+    free(p->inf);
+    p->inf = NULL;
+    return -1;
   }
+  return 0;
+}
+
+/* The next message starts with no tail fed; afresh when the peer resets its
+ * context, or after a failure (the stream is then in no known state). */
+static void end_message(pmd *p, int failed) {
+  p->tail_fed = 0;
+  p->ended = 0;
+  if (failed || p->prm.inflate_reset) end_inflate(p);
+}
+
+/* One inflate call on what comes next: the message's data, then (last) its
+ * tail. *used gets the input bytes it took. */
+static int inflate_once(pmd *p, const uint8_t **in, size_t *n, int last, size_t *used) {
   z_stream *z = p->inf;
+  int from_tail = *n == 0 && last;
+  const uint8_t *d = from_tail ? tail + p->tail_fed : *in;
+  size_t left = from_tail ? sizeof tail - p->tail_fed : *n;
+  size_t step = left > 1u << 30 ? 1u << 30 : left; /* zlib counts in 32 bits */
+  z->next_in = (Bytef *)d;
+  z->avail_in = (uInt)step;
+  int rc = inflate(z, Z_SYNC_FLUSH);
+  *used = step - z->avail_in;
+  if (from_tail) {
+    p->tail_fed = (uint8_t)(p->tail_fed + *used);
+  } else {
+    *in += *used;
+    *n -= *used;
+  }
+  return rc;
+}
+
+unsigned pmd_inflate_part(pmd *p, const uint8_t **in, size_t *n, int last, uint8_t *out,
+                          size_t room, size_t *made) {
+  *made = 0;
+  if (!p->ended && open_inflate(p)) return end_message(p, 1), FRAME_CLOSE_INTERNAL;
+  if (p->ended) { /* a final block ended the stream: the rest of the message is moot */
+    *in += *n;
+    *n = 0;
+  }
+  while (!p->ended) {
+    z_stream *z = p->inf;
+    size_t space = room > 1u << 30 ? 1u << 30 : room, used;
+    z->next_out = out + *made;
+    z->avail_out = (uInt)space;
+    int rc = inflate_once(p, in, n, last, &used);
+    *made += space - z->avail_out;
+    room -= space - z->avail_out;
+    if (rc == Z_STREAM_END) { /* a final block: the next message starts afresh */
+      inflateReset(z);
+      p->ended = 1;
+      *in += *n;
+      *n = 0;
+      break;
+    }
+    if (rc == Z_MEM_ERROR) return end_message(p, 1), FRAME_CLOSE_INTERNAL;
+    if (rc != Z_OK && rc != Z_BUF_ERROR) return end_message(p, 1), FRAME_CLOSE_INVALID_DATA;
+    if (room == 0) return PMD_MORE; /* output may be pending: call again with room */
+    if (*n == 0 && (!last || p->tail_fed == sizeof tail)) break; /* all in, all out */
+    /* zlib took nothing with input and room to spare: it never will */
+    if (!used && z->avail_out == space) return end_message(p, 1), FRAME_CLOSE_INVALID_DATA;
+  }
+  if (last) end_message(p, 0);
+  return 0;
+}
+
+unsigned pmd_inflate(pmd *p, const uint8_t *data, size_t n, size_t max, buf *out) {
   size_t start = out->len;
-  const uint8_t *in[2] = {data, tail};
-  size_t len[2] = {n, sizeof tail};
-  unsigned result = 0;
   /* guess the output from the input, then grow geometrically: a small
    * message must not cost a large buffer */
   size_t grow = n < 256 ? 1024 : n < (SIZE_MAX - 64) / 4 ? 4 * n + 64 : n;
-  for (int i = 0; i < 2 && !result; i++) {
-    const uint8_t *d = in[i];
-    size_t left = len[i];
-    for (;;) {
-      size_t step = left > 1u << 30 ? 1u << 30 : left;
-      size_t produced = out->len - start;
-      /* room for one byte past max, to see a bomb go past it */
-      size_t room = max - produced + 1;
-      size_t chunk = room < grow ? room : grow;
-      if (chunk > 1u << 30) chunk = 1u << 30; /* zlib counts in 32 bits */
-      if (out->cap - out->len < chunk) {
-        size_t cap = out->len + chunk;
-        char *m = realloc(out->data, cap);
-        if (!m) {
-          result = FRAME_CLOSE_INTERNAL;
-          break;
-        }
-        out->data = m;
-        out->cap = cap;
-      }
-      z->next_in = (Bytef *)d;
-      z->avail_in = (uInt)step;
-      z->next_out = (Bytef *)out->data + out->len;
-      z->avail_out = (uInt)chunk;
-      int rc = inflate(z, Z_SYNC_FLUSH);
-      size_t used = step - z->avail_in;
-      d += used;
-      left -= used;
-      out->len += chunk - z->avail_out;
-      if (z->avail_out == 0 && grow < (SIZE_MAX >> 2)) grow *= 2;
-      if (out->len - start > max) {
-        result = FRAME_CLOSE_TOO_BIG;
-        break;
-      }
-      if (rc == Z_STREAM_END) { /* a final block: the next message starts afresh */
-        inflateReset(z);
-        i = 2;
-        break;
-      }
-      if (rc == Z_MEM_ERROR) {
-        result = FRAME_CLOSE_INTERNAL;
-        break;
-      }
-      if (rc != Z_OK && rc != Z_BUF_ERROR) {
-        result = FRAME_CLOSE_INVALID_DATA;
-        break;
-      }
-      if (left == 0 && z->avail_out != 0) break; /* all in, all out */
-      if (rc == Z_BUF_ERROR && used == 0 && z->avail_out != 0) break;
+  for (;;) {
+    /* room for one byte past max, to see a bomb go past it */
+    size_t room = max - (out->len - start);
+    if (room < SIZE_MAX) room++;
+    size_t chunk = room < grow ? room : grow;
+    if (out->cap - out->len < chunk) {
+      char *m = realloc(out->data, out->len + chunk);
+      if (!m) return end_message(p, 1), FRAME_CLOSE_INTERNAL;
+      out->data = m;
+      out->cap = out->len + chunk;
     }
+    size_t made;
+    unsigned rc = pmd_inflate_part(p, &data, &n, 1, (uint8_t *)out->data + out->len, chunk, &made);
+    out->len += made;
+    if (out->len - start > max) return end_message(p, 1), FRAME_CLOSE_TOO_BIG;
+    if (rc != PMD_MORE) return rc;
+    if (grow < (SIZE_MAX >> 2)) grow *= 2;
   }
-  if (result || p->prm.inflate_reset) end_inflate(p);
-  return result;
 }

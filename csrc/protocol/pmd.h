@@ -64,8 +64,31 @@ int pmd_deflate(pmd *p, const uint8_t *data, size_t n, buf *out);
 /* Decompresses one whole message into out, from out->len on, reserving
  * nothing else. Returns 0, 1009 as soon as the output would pass max bytes
  * (a bomb costs at most max), 1007 for invalid deflate data, 1011 when
- * memory runs out. */
+ * memory runs out. Built on pmd_inflate_part. */
 unsigned pmd_inflate(pmd *p, const uint8_t *data, size_t n, size_t max, buf *out);
+
+enum { PMD_MORE = 1 }; /* pmd_inflate_part filled out and may have more */
+
+/* Decompresses a message as its frames arrive, a piece at a time, so the
+ * compressed message is never held whole. Takes input from *in (advancing
+ * *in and *n past what it used) and writes at most room bytes at out,
+ * setting *made to how many. last says the message ends with this piece:
+ * its 00 00 ff ff tail is inflated after it, and the context is reset after
+ * it when negotiated. Returns PMD_MORE when out filled up (call again with
+ * fresh room, the same last, and what is left of the input, even none),
+ * 0 when all the input is in and all the output out (with last: the
+ * message is complete), 1007 for invalid deflate data, 1011 when memory
+ * runs out; after an error the zlib stream is gone and *made bytes before
+ * the error are still in out. The caller bounds the output: it gives no
+ * more room than the message may still take (plus one byte, to see a bomb
+ * go past the limit), and stops calling once it fails the message.
+ *
+ * A valid message inflates the same however it is cut. One that refers
+ * back past the window we agreed on (under 15 bits) may fail or pass
+ * depending on the cuts: zlib checks a distance against the window plus the
+ * output of the current call. */
+unsigned pmd_inflate_part(pmd *p, const uint8_t **in, size_t *n, int last, uint8_t *out,
+                          size_t room, size_t *made);
 
 /* Whether a message of n bytes should be compressed. */
 int pmd_wants(const pmd *p, size_t n);

@@ -7,6 +7,8 @@
 
 #include "protocol/proto.h"
 
+#include "protocol/pmd.h"
+
 static const uint8_t empty[1];
 
 void proto_init(proto *p, int is_server, uint64_t max_message) {
@@ -19,6 +21,7 @@ static void drop_message(proto *p) {
   free(p->msg);
   p->msg = NULL;
   p->msg_len = p->msg_cap = 0;
+  p->msg_wire = 0;
   p->msg_opcode = 0;
 }
 
@@ -89,9 +92,10 @@ static unsigned parse_header(proto *p, const uint8_t *h) {
       p->msg_rsv = p->rsv;
       p->utf8 = UTF8_ACCEPT;
     }
-    /* msg_len never exceeds max_message, so the subtraction cannot wrap */
-    if (len > p->max_message - p->msg_len || len > (size_t)-1 - p->msg_len)
+    /* msg_wire never exceeds max_message, so the subtraction cannot wrap */
+    if (len > p->max_message - p->msg_wire || len > (size_t)-1 - p->msg_wire)
       return fail(p, FRAME_CLOSE_TOO_BIG, "message too big");
+    p->msg_wire += len;
   }
   p->remaining = len;
   p->frame_pos = 0;
@@ -148,6 +152,63 @@ static int append(proto *p, const uint8_t *d, size_t n) {
   return 0;
 }
 
+/* The message in flight is compressed and we inflate it. */
+static int inflating(const proto *p) { return p->inflater && (p->msg_rsv & FRAME_RSV1); }
+
+/* Its bytes are text to validate: compressed text only once inflated. */
+static int checks_text(const proto *p) {
+  return p->msg_opcode == FRAME_TEXT && (!(p->msg_rsv & FRAME_RSV1) || p->inflater);
+}
+
+/* Room for inflated bytes in msg: what its block has left, else a bigger
+ * block (a guess from the compressed input at first, then doubling), never
+ * past one byte more than max_message, the byte that shows a bomb going past
+ * it. 0 when out of memory. */
+static size_t inflate_room(proto *p, size_t k) {
+  uint64_t limit = p->max_message - p->msg_len; /* msg_len <= max_message */
+  if (limit < UINT64_MAX) limit++;
+  if (p->msg_cap == p->msg_len) {
+    uint64_t cap = p->msg_cap ? (uint64_t)p->msg_cap * 2 : k < 256 ? 1024 : (uint64_t)k * 4 + 64;
+    if (cap - p->msg_len > limit) cap = p->msg_len + limit;
+    if (cap > SIZE_MAX - p->msg_reserve) cap = SIZE_MAX - p->msg_reserve;
+    uint8_t *m = realloc(p->msg, p->msg_reserve + (size_t)cap);
+    if (!m) return 0;
+    p->msg = m;
+    p->msg_cap = (size_t)cap;
+  }
+  size_t room = p->msg_cap - p->msg_len;
+  return room < limit ? room : (size_t)limit;
+}
+
+/* Inflates a piece of a compressed message's payload into msg (last: the
+ * message ends with it), validating text as it comes out. */
+static unsigned inflate_piece(proto *p, const uint8_t *c, size_t k, int last) {
+  for (;;) {
+    size_t room = inflate_room(p, k), made;
+    if (!room) return fail(p, FRAME_CLOSE_INTERNAL, "out of memory");
+    uint8_t *out = p->msg + p->msg_reserve + p->msg_len;
+    unsigned r = pmd_inflate_part(p->inflater, &c, &k, last, out, room, &made);
+    if (p->msg_opcode == FRAME_TEXT && (p->utf8 = utf8_feed(p->utf8, out, made)) == UTF8_REJECT)
+      return fail(p, FRAME_CLOSE_INVALID_DATA, "invalid UTF-8 in text message");
+    p->msg_len += made;
+    if (p->msg_len > p->max_message) return fail(p, FRAME_CLOSE_TOO_BIG, "message too big");
+    if (r == 0) return 0;
+    if (r != PMD_MORE)
+      return fail(p, r, r == FRAME_CLOSE_INVALID_DATA ? "invalid deflate data" : "out of memory");
+  }
+}
+
+/* The tail of a compressed message, and its block trimmed to fit: the owner
+ * may keep it as it lies, and a small message must not pin a large block. */
+static unsigned finish_inflate(proto *p) {
+  if (inflate_piece(p, empty, 0, 1)) return p->error_code;
+  if (p->msg_cap - p->msg_len > 4096 && p->msg_reserve + p->msg_len > 0) {
+    uint8_t *m = realloc(p->msg, p->msg_reserve + p->msg_len);
+    if (m) p->msg = m, p->msg_cap = p->msg_len;
+  }
+  return 0;
+}
+
 static void deliver(proto *p, const uint8_t *d, size_t n, const proto_sink *s, void *ud) {
   int op = p->msg_opcode;
   p->msg_opcode = 0;
@@ -158,7 +219,8 @@ static void deliver(proto *p, const uint8_t *d, size_t n, const proto_sink *s, v
 /* The end of a data frame whose payload went through msg. */
 static unsigned end_data_frame(proto *p, const proto_sink *s, void *ud) {
   if (!p->fin) return 0;
-  if (p->msg_opcode == FRAME_TEXT && !(p->msg_rsv & FRAME_RSV1) && p->utf8 != UTF8_ACCEPT)
+  if (inflating(p) && finish_inflate(p)) return p->error_code;
+  if (checks_text(p) && p->utf8 != UTF8_ACCEPT)
     return fail(p, FRAME_CLOSE_INVALID_DATA, "invalid UTF-8 in text message");
   p->from_msg = p->msg != NULL;
   deliver(p, p->msg ? p->msg + p->msg_reserve : NULL, p->msg_len, s, ud);
@@ -235,6 +297,9 @@ unsigned proto_feed(proto *p, uint8_t *data, size_t n, const proto_sink *s, void
       }
       if (control(p, c, k, s, ud)) return p->error_code;
       if (p->closed) return 0;
+    } else if (inflating(p)) {
+      if (inflate_piece(p, c, k, 0)) return p->error_code;
+      if (p->remaining == 0 && end_data_frame(p, s, ud)) return p->error_code;
     } else if (whole && p->fin && p->opcode != FRAME_CONT) {
       /* zero copy: an unfragmented message straight from the input */
       if (p->opcode == FRAME_TEXT && !(p->rsv & FRAME_RSV1) && !utf8_valid(c, k))

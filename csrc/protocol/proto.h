@@ -5,7 +5,12 @@
  *
  * An unfragmented message whose whole frame lies in one input chunk is handed
  * to the sink straight from that chunk (zero copy); anything else is copied
- * once into a message buffer that exists only while a message is in flight. */
+ * once into a message buffer that exists only while a message is in flight.
+ *
+ * With an inflater (permessage-deflate), a compressed (RSV1) message is
+ * inflated frame by frame as its payload arrives, into that buffer: only the
+ * inflated message is held, bounded by max_message as it grows, and its text
+ * is validated as it comes out, so compressed text fails fast too. */
 #ifndef DUPLEX_PROTO_H
 #define DUPLEX_PROTO_H
 
@@ -14,6 +19,8 @@
 
 #include "protocol/frame.h"
 #include "protocol/utf8.h"
+
+struct pmd;
 
 /* core.so exports luaopen_duplex_core only: a host that links a library
  * with names like tls_read must not capture our calls */
@@ -36,6 +43,8 @@ typedef struct proto {
   unsigned is_server : 1;   /* peer frames must be masked (else must not be) */
   unsigned rsv_allowed : 3; /* RSV bits an extension negotiated (0 = none); they
                                may only be set on a message's first frame */
+  struct pmd *inflater;     /* inflates RSV1 messages (owned by the caller); NULL:
+                               they are delivered as they came, text unchecked */
 
   /* frame being parsed */
   uint8_t hdr[FRAME_MAX_HEADER];
@@ -55,9 +64,11 @@ typedef struct proto {
   size_t msg_reserve; /* room the owner wants in front (see proto_take_message) */
   uint8_t from_msg;   /* the message being delivered lies in msg */
   uint8_t msg_rsv;    /* RSV bits of the message's first frame (RSV1:
-                         compressed, so text is checked after inflating) */
+                         compressed; msg then holds the inflated bytes) */
   size_t msg_len, msg_cap;
-  utf8_state utf8; /* for a text message in flight */
+  uint64_t msg_wire; /* payload bytes of the message's frames so far, as sent:
+                        bounded by max_message like the message itself */
+  utf8_state utf8;   /* for a text message in flight */
 
   /* control frame payload (always <= 125 bytes) */
   uint8_t ctl[FRAME_MAX_CONTROL];
@@ -77,7 +88,7 @@ void proto_init(proto *p, int is_server, uint64_t max_message);
 void *proto_take_message(proto *p);
 
 /* Inside a sink callback: fail the connection with code (the owner found
- * the message bad, e.g. after inflating it); proto_feed stops at once. */
+ * the message bad); proto_feed stops at once. */
 void proto_abort(proto *p, unsigned code, const char *why);
 
 /* Frees the message buffer (if any). The struct can be re-initialised after. */
@@ -87,11 +98,11 @@ void proto_free(proto *p);
  * calling the sink for each event in order. Returns 0, or the close code the
  * connection must be failed with: 1002 protocol error (a close reason that
  * is not UTF-8 among them), 1007 invalid UTF-8 (at the first bad byte of a
- * text message), 1009 message
- * larger than max_message (known from the header that announces it), 1011
- * out of memory. Events for everything before the violation are
- * delivered first. After an error or a close frame, input is ignored and the
- * call returns the same value (error_code, or 0 after close). */
+ * text message, compressed or not) or invalid deflate data, 1009 message
+ * larger than max_message (known from the header that announces it, or as
+ * soon as the inflated message would pass it), 1011 out of memory. Events for everything before the
+ * violation are delivered first. After an error or a close frame, input is ignored and the call
+ * returns the same value (error_code, or 0 after close). */
 unsigned proto_feed(proto *p, uint8_t *data, size_t n, const proto_sink *sink, void *ud);
 
 #pragma GCC visibility pop

@@ -653,6 +653,104 @@ static void shared_output(void) {
   for (size_t i = 0; i < sizeof all / sizeof *all; i++) pmd_free(all[i]);
 }
 
+/* pmd_inflate_part over a message cut into pieces, with room rooms bytes at
+ * a time; the output goes to out, *taken (if given) gets how much input was
+ * passed. Returns the last result. */
+static unsigned inflate_pieces(pmd *rx, const uint8_t *z, size_t n, size_t piece, size_t rooms,
+                               size_t max, buf *out, size_t *taken) {
+  size_t at = 0;
+  unsigned rc = 0;
+  do {
+    const uint8_t *in = z + at;
+    size_t k = n - at < piece ? n - at : piece;
+    at += k;
+    if (taken) *taken = at;
+    int last = at == n;
+    do {
+      size_t made;
+      if (buf_reserve(out, rooms)) return FRAME_CLOSE_INTERNAL;
+      rc = pmd_inflate_part(rx, &in, &k, last, (uint8_t *)out->data + out->len, rooms, &made);
+      CHECK(made <= rooms);
+      out->len += made;
+      if (out->len > max) return FRAME_CLOSE_TOO_BIG;
+    } while (rc == PMD_MORE);
+    if (rc) return rc;
+    CHECK_EQ(k, 0); /* all of each piece is taken */
+  } while (at < n);
+  return rc;
+}
+
+/* Inflating a message in pieces, with little room at a time, gives what
+ * inflating it whole gives: split at every byte, output a byte at a time. */
+static void inflate_in_pieces(void) {
+  size_t big = 20000;
+  uint8_t *text = malloc(big);
+  for (size_t i = 0; i < big; i++) text[i] = i % 3 ? (uint8_t)('a' + i % 26) : rnd();
+  for (int reset = 0; reset <= 1; reset++) {
+    pmd *rx, *tx = pair_new(15, reset, &rx);
+    pmd *rx_whole, *tx2 = pair_new(15, reset, &rx_whole);
+    for (int m = 0; m < 3; m++) { /* three messages: with takeover, each refers back */
+      buf z = {0}, whole = {0}, out = {0};
+      size_t len = m == 1 ? 0 : big / (size_t)(m + 1);
+      CHECK_EQ(pmd_deflate(tx, text, len, &z), 0);
+      CHECK_EQ(pmd_inflate(rx_whole, (const uint8_t *)z.data, z.len, big, &whole), 0);
+      CHECK_EQ(whole.len, len);
+      size_t piece = m == 0 ? 1 : m == 1 ? 1 : 97, rooms = m == 2 ? 1 : 300;
+      CHECK_EQ(inflate_pieces(rx, (const uint8_t *)z.data, z.len, piece, rooms, big, &out, NULL),
+               0);
+      CHECK_EQ(out.len, len);
+      if (out.len == len && len) CHECK_MEM(out.data, text, len);
+      CHECK_EQ(pmd_holds_state(rx), !reset);
+      buf_free(&z);
+      buf_free(&whole);
+      buf_free(&out);
+    }
+    pmd_free(tx), pmd_free(tx2), pmd_free(rx), pmd_free(rx_whole);
+  }
+  /* a final block (BFINAL) ends the message's stream: what follows it in
+   * later pieces is ignored, as pmd_inflate ignores it, and the next message
+   * starts afresh */
+  pmd_params p = {15, 15, 0, 0};
+  pmd_config c = cfg(15, 1);
+  pmd *rx = pmd_new(&p, &c);
+  buf out = {0};
+  CHECK_EQ(inflate_pieces(rx, (const uint8_t *)"\xf3\x48\xcd\xc9\xc9\x07\x00junk", 11, 2, 2, 100,
+                          &out, NULL),
+           0);
+  CHECK_MEMSTR(out.data, out.len, "Hello");
+  out.len = 0;
+  CHECK_EQ(
+      inflate_pieces(rx, (const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 3, 1, 100, &out, NULL),
+      0);
+  CHECK_MEMSTR(out.data, out.len, "Hello");
+  buf_free(&out);
+  /* corrupt data in a later piece: 1007 there, and the stream is gone */
+  CHECK_EQ(inflate_pieces(rx, (const uint8_t *)"\xf2\x48\xcd\xc9\xc9\x07\x00\xff\xff\xff\xff", 11,
+                          7, 64, 100, &out, NULL),
+           FRAME_CLOSE_INVALID_DATA);
+  CHECK(!pmd_holds_state(rx));
+  buf_free(&out);
+  pmd_free(rx);
+  free(text);
+}
+
+/* A bomb inflated in pieces stops as soon as its output passes max, having
+ * read only a small part of its input. */
+static void bomb_in_pieces(void) {
+  pmd_params p = {15, 15, 0, 0};
+  pmd_config c = cfg(15, 1);
+  size_t zlen, taken = 0;
+  uint8_t *z = zeros_bomb(16u << 20, &zlen);
+  pmd *rx = pmd_new(&p, &c);
+  buf out = {0};
+  CHECK_EQ(inflate_pieces(rx, z, zlen, 64, 4096, 1u << 16, &out, &taken), FRAME_CLOSE_TOO_BIG);
+  CHECK(out.len <= (1u << 16) + 4096);
+  CHECK(taken < zlen / 64); /* 1/256 of it inflates to max */
+  buf_free(&out);
+  pmd_free(rx);
+  free(z);
+}
+
 int main(void) {
   server_accepts();
   server_several_offers();
@@ -667,5 +765,7 @@ int main(void) {
   small_message_small_buffer();
   reset_frees_state();
   shared_output();
+  inflate_in_pieces();
+  bomb_in_pieces();
   return check_done();
 }

@@ -1,6 +1,7 @@
 #include <stdlib.h>
 
 #include "test/check.h"
+#include "protocol/pmd.h"
 #include "protocol/proto.h"
 
 static unsigned long null_data; /* the sink must never see a NULL pointer */
@@ -578,6 +579,340 @@ static void big_message(void) {
   free(b);
 }
 
+/* permessage-deflate ------------------------------------------------------ */
+
+/* A compressor or decompressor with 15-bit windows; reset: no context
+ * takeover. */
+static pmd *new_pmd(int reset) {
+  pmd_params prm = {15, 15, (uint8_t)reset, (uint8_t)reset};
+  pmd_config cfg;
+  pmd_config_default(&cfg);
+  cfg.window_bits = 15;
+  cfg.context_takeover = !reset;
+  return pmd_new(&prm, &cfg);
+}
+
+/* The payload of one compressed message (tail removed), appended to z. */
+static void squeeze(pmd *tx, const void *d, size_t n, buf *z) {
+  CHECK_EQ(pmd_deflate(tx, d, n, z), 0);
+}
+
+/* A server proto that inflates RSV1 messages with rx. */
+static void init_inflating(proto *p, uint64_t max, pmd *rx) {
+  proto_init(p, 1, max);
+  p->rsv_allowed = FRAME_RSV1;
+  p->inflater = rx;
+}
+
+/* Frames n bytes of compressed payload z in pieces of at most frag bytes
+ * into out and returns their size. starts: the first piece opens a message
+ * of op (with RSV1), else it continues one; ends: FIN on the last piece. */
+static size_t mk_pieces(uint8_t *out, int op, const void *z, size_t n, size_t frag, int starts,
+                        int ends) {
+  size_t at = 0, len = 0;
+  do {
+    size_t k = n - at < frag ? n - at : frag;
+    int open = starts && at == 0;
+    len += mk(out + len, ends && at + k == n, open ? FRAME_RSV1 : 0, open ? op : FRAME_CONT,
+              (const uint8_t *)z + at, k, 1);
+    at += k;
+  } while (at < n);
+  return len;
+}
+
+/* The first fragment of a long compressed text message inflates to a bad
+ * byte: proto_feed fails with 1007 on that fragment alone. The message is
+ * two compressed pieces, each ending in a sync flush: the first holds the
+ * bad byte, the second 64 KiB of text, sent (when valid) in 1000-byte
+ * fragments. */
+static void inflate_fail_fast(void) {
+  size_t big = 1 << 16;
+  uint8_t *text = malloc(big), *b = malloc(2 * big + 4096);
+  uint32_t seed = 1;
+  for (size_t i = 0; i < big; i++) { /* random letters: about 40 KiB compressed */
+    seed = seed * 1103515245u + 12345u;
+    text[i] = (uint8_t)('a' + (seed >> 16) % 26);
+  }
+  for (int bad = 0; bad <= 1; bad++) {
+    pmd *tx = new_pmd(0), *rx = new_pmd(0);
+    buf z = {0};
+    const char *start = bad ? "caf\xE9 au lait, " : "caf\xC3\xA9 au lait, ";
+    squeeze(tx, start, strlen(start), &z);
+    buf_append(&z, "\0\0\xff\xff", 4); /* the sync flush pmd_deflate strips */
+    size_t cut = z.len;
+    squeeze(tx, text, big, &z);
+    size_t h = mk(b, 0, FRAME_RSV1, FRAME_TEXT, z.data, cut, 1);
+    size_t n = h + mk_pieces(b + h, 0, z.data + cut, z.len - cut, 1000, 0, 1);
+    CHECK(n - h > 2000); /* the rest is several fragments */
+    proto p;
+    log l = {0};
+    init_inflating(&p, 1 << 20, rx);
+    if (bad) {
+      CHECK_EQ(proto_feed(&p, b, h, &sink, &l), 1007);
+      CHECK_STR(p.error, "invalid UTF-8 in text message");
+      CHECK(p.msg == NULL);
+      CHECK_EQ(l.n, 0);
+    } else { /* the same message, valid, comes out whole */
+      CHECK_EQ(proto_feed(&p, b, h, &sink, &l), 0);
+      CHECK(p.msg_len == strlen(start) && l.n == 0);
+      CHECK_EQ(proto_feed(&p, b + h, n - h, &sink, &l), 0);
+      CHECK(l.n == 1 && l.ev[0].op == FRAME_TEXT && l.ev[0].len == strlen(start) + big);
+      CHECK(l.n == 1 && memcmp(l.ev[0].data + strlen(start), text, big) == 0);
+    }
+    log_clear(&l);
+    proto_free(&p);
+    buf_free(&z);
+    pmd_free(tx);
+    pmd_free(rx);
+  }
+  /* in one frame too: 1007 before the frame's end arrives */
+  pmd *tx = new_pmd(1), *rx = new_pmd(1);
+  buf z = {0};
+  memcpy(text + 100, "\xED\xA0\x80", 3); /* a surrogate */
+  squeeze(tx, text, big, &z);
+  size_t n = mk(b, 1, FRAME_RSV1, FRAME_TEXT, z.data, z.len, 1);
+  proto p;
+  log l = {0};
+  init_inflating(&p, 1 << 20, rx);
+  unsigned r = 0;
+  size_t at = 0;
+  for (; at < n && !r; at += 16) r = proto_feed(&p, b + at, n - at < 16 ? n - at : 16, &sink, &l);
+  CHECK_EQ(r, 1007);
+  CHECK(at < n / 2);
+  CHECK_EQ(l.n, 0);
+  proto_free(&p);
+  buf_free(&z);
+  pmd_free(tx);
+  pmd_free(rx);
+  free(text);
+  free(b);
+}
+
+/* A compressed stream split at every byte gives the same events: compressed
+ * text in fragments with a ping inside, compressed binary, an empty
+ * compressed message, plain text. With context takeover, so every message
+ * depends on the ones before. */
+static void inflate_splits(void) {
+  static const char json[] = "{\"type\":\"message\",\"nick\":\"alice\",\"text\":\"h\xC3\xA9llo "
+                             "h\xC3\xA9llo h\xC3\xA9llo \xE2\x82\xAC\"}";
+  uint8_t b[1024], c[1024];
+  pmd *tx = new_pmd(0);
+  buf z = {0};
+  squeeze(tx, json, sizeof json - 1, &z);
+  size_t n = mk_pieces(b, FRAME_TEXT, z.data, 9, 9, 1, 0); /* its first 9 bytes */
+  n += mk(b + n, 1, 0, FRAME_PING, "ping", 4, 1);
+  n += mk_pieces(b + n, 0, z.data + 9, z.len - 9, 7, 0, 1);
+  z.len = 0;
+  squeeze(tx, json, sizeof json - 1, &z); /* shorter: it refers to the first */
+  n += mk_pieces(b + n, FRAME_BINARY, z.data, z.len, 1000, 1, 1);
+  z.len = 0;
+  squeeze(tx, "", 0, &z);
+  n += mk_pieces(b + n, FRAME_TEXT, z.data, z.len, 1000, 1, 1);
+  n += mk(b + n, 1, 0, FRAME_TEXT, "plain", 5, 1);
+  buf_free(&z);
+  pmd_free(tx);
+  log whole = {0}, part = {0};
+  proto p;
+  pmd *rx = new_pmd(0);
+  init_inflating(&p, 1000, rx);
+  CHECK_EQ(feed_copy(&p, b, n, &whole), 0);
+  proto_free(&p);
+  pmd_free(rx);
+  CHECK_EQ(whole.n, 5);
+  CHECK(whole.n == 5 && whole.ev[0].kind == 'i' && whole.ev[1].op == FRAME_TEXT);
+  CHECK(whole.n == 5 && whole.ev[2].op == FRAME_BINARY && whole.ev[3].len == 0);
+  CHECK_MEMSTR(whole.ev[1].data, whole.ev[1].len, json);
+  CHECK_MEMSTR(whole.ev[2].data, whole.ev[2].len, json);
+  CHECK_MEMSTR(whole.ev[4].data, whole.ev[4].len, "plain");
+  int bad = 0;
+  for (size_t cut = 0; cut <= n; cut++) { /* two pieces, and byte by byte */
+    for (int bytewise = 0; bytewise <= (cut == 0); bytewise++) {
+      rx = new_pmd(0);
+      init_inflating(&p, 1000, rx);
+      memcpy(c, b, n);
+      unsigned r = 0;
+      if (bytewise)
+        for (size_t i = 0; i < n; i++) r |= proto_feed(&p, c + i, 1, &sink, &part);
+      else
+        r = proto_feed(&p, c, cut, &sink, &part) | proto_feed(&p, c + cut, n - cut, &sink, &part);
+      if (r || !log_equal(&whole, &part) || p.msg) bad++;
+      proto_free(&p);
+      pmd_free(rx);
+      log_clear(&part);
+    }
+  }
+  CHECK_EQ(bad, 0);
+  log_clear(&whole);
+}
+
+/* A bomb stops at max_message with 1009, never holding more than
+ * max_message + 1 inflated bytes, long before its input ends. */
+static void inflate_bomb(void) {
+  size_t big = 8u << 20, max = 1u << 16;
+  uint8_t *zeros = calloc(1, big), *b = malloc(big / 64 + 4096);
+  pmd *tx = new_pmd(1);
+  buf z = {0};
+  squeeze(tx, zeros, big, &z); /* 8 MiB in about 8 KiB */
+  CHECK(z.len < big / 500);
+  for (int frag = 0; frag <= 1; frag++) { /* one frame, and 100-byte fragments */
+    size_t n = mk_pieces(b, FRAME_BINARY, z.data, z.len, frag ? 100 : z.len, 1, 1);
+    pmd *rx = new_pmd(1);
+    proto p;
+    log l = {0};
+    init_inflating(&p, max, rx);
+    unsigned r = 0;
+    size_t at = 0, peak = 0;
+    for (; at < n && !r; at += 16) {
+      r = proto_feed(&p, b + at, n - at < 16 ? n - at : 16, &sink, &l);
+      if (p.msg_cap > peak) peak = p.msg_cap;
+    }
+    CHECK_EQ(r, 1009);
+    CHECK_STR(p.error, "message too big");
+    CHECK(peak <= max + 1);
+    CHECK(at < n / 8); /* about 1/128 of the input inflates to max */
+    CHECK(l.n == 0 && p.msg == NULL);
+    proto_free(&p);
+    pmd_free(rx);
+  }
+  /* the limit exactly: max zeros are fine, one more is not */
+  for (int over = 0; over <= 1; over++) {
+    z.len = 0;
+    squeeze(tx, zeros, max + (size_t)over, &z);
+    size_t n = mk_pieces(b, FRAME_BINARY, z.data, z.len, 10, 1, 1);
+    pmd *rx = new_pmd(1);
+    proto p;
+    log l = {0};
+    init_inflating(&p, max, rx);
+    CHECK_EQ(feed_copy(&p, b, n, &l), over ? 1009 : 0);
+    CHECK_EQ(l.n, 1 - over);
+    if (!over) CHECK(l.n == 1 && l.ev[0].len == max && memcmp(l.ev[0].data, zeros, max) == 0);
+    log_clear(&l);
+    proto_free(&p);
+    pmd_free(rx);
+  }
+  buf_free(&z);
+  pmd_free(tx);
+  free(zeros);
+  free(b);
+}
+
+/* A sink that keeps the size of the block a message was delivered in. */
+static size_t delivered_cap;
+static void on_message_cap(void *ud, int op, const uint8_t *d, size_t n) {
+  proto *p = ud;
+  (void)op, (void)d, (void)n;
+  delivered_cap = p->msg_cap;
+}
+
+/* With and without context takeover: every message inflates right, the
+ * later ones (with takeover) from a fraction of the bytes, and (without) no
+ * zlib state is kept between messages. A small message sits in a small
+ * block. */
+static void inflate_context(void) {
+  static const char json[] =
+      "{\"type\":\"message\",\"nick\":\"alice\",\"room\":\"general\",\"text\":\"The quick brown "
+      "fox jumps over the lazy dog\",\"ts\":1700000000123}";
+  uint8_t b[1024];
+  for (int reset = 0; reset <= 1; reset++) {
+    pmd *tx = new_pmd(reset), *rx = new_pmd(reset);
+    proto p;
+    init_inflating(&p, 1000, rx);
+    size_t first = 0;
+    for (int i = 0; i < 4; i++) {
+      buf z = {0};
+      squeeze(tx, json, sizeof json - 1, &z);
+      if (i == 0) first = z.len;
+      if (i > 0 && reset) CHECK_EQ(z.len, first);
+      if (i > 0 && !reset) CHECK(z.len < first / 4);
+      size_t n = mk_pieces(b, FRAME_TEXT, z.data, z.len, i == 2 ? 5 : z.len, 1, 1);
+      log l = {0};
+      CHECK_EQ(feed_copy(&p, b, n, &l), 0);
+      CHECK(l.n == 1 && l.ev[0].op == FRAME_TEXT);
+      CHECK_MEMSTR(l.ev[0].data, l.ev[0].len, json);
+      CHECK_EQ(pmd_holds_state(rx), !reset);
+      log_clear(&l);
+      buf_free(&z);
+    }
+    proto_free(&p);
+    pmd_free(tx);
+    pmd_free(rx);
+  }
+  /* the block of a small inflated message is small */
+  pmd *rx = new_pmd(1);
+  proto p;
+  init_inflating(&p, 16u << 20, rx);
+  proto_sink keep = {on_message_cap, NULL, NULL, NULL};
+  size_t n = mk(b, 1, FRAME_RSV1, FRAME_TEXT, "\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 1);
+  CHECK_EQ(proto_feed(&p, b, n, &keep, &p), 0);
+  CHECK(delivered_cap >= 5 && delivered_cap <= 4096);
+  proto_free(&p);
+  pmd_free(rx);
+}
+
+/* Invalid deflate data fails with 1007, in the first frame or a later one;
+ * and compressed text must end on a character boundary. */
+static void inflate_corrupt(void) {
+  uint8_t b[256];
+  static const struct {
+    const char *d;
+    size_t n;
+  } bad[] = {
+      {"\xff\xff\xff\xff", 4},     /* reserved block type 11 */
+      {"\x00\x05\x00\x00\x00", 5}, /* stored block, LEN and NLEN disagree */
+      {"\x03\x02\x00", 3},         /* distance too far back */
+      {"\xf2\x48\xcd\xc9\xc9\x07\x00\xff\xff\xff\xff", 11}, /* good data, then junk */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    for (int op = FRAME_TEXT; op <= FRAME_BINARY; op++) {
+      pmd *rx = new_pmd(0);
+      proto p;
+      log l = {0};
+      init_inflating(&p, 1000, rx);
+      size_t n = mk_pieces(b, op, bad[i].d, bad[i].n, 2, 1, 1);
+      unsigned r = feed_copy(&p, b, n, &l);
+      if (!check_report(r == 1007 && l.n == 0, __FILE__, __LINE__, "corrupt -> 1007"))
+        printf("    case %zu, opcode %d: %u\n", i, op, r);
+      CHECK_STR(p.error, "invalid deflate data");
+      proto_free(&p);
+      pmd_free(rx);
+    }
+  }
+  /* a bad second fragment fails when it arrives, before the message ends */
+  pmd *rx = new_pmd(0);
+  proto p;
+  log l = {0};
+  init_inflating(&p, 1000, rx);
+  size_t n = mk_pieces(b, FRAME_BINARY, "\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 7, 1, 0);
+  CHECK_EQ(feed_copy(&p, b, n, &l), 0);
+  n = mk_pieces(b, 0, "\xff\xff\xff\xff", 4, 4, 0, 0); /* LEN and NLEN disagree */
+  CHECK_EQ(feed_copy(&p, b, n, &l), 1007);
+  CHECK_EQ(l.n, 0);
+  proto_free(&p);
+  pmd_free(rx);
+  /* "caf\xC3" then the end: the last character is cut */
+  pmd *tx = new_pmd(1);
+  rx = new_pmd(1);
+  buf z = {0};
+  squeeze(tx, "caf\xC3", 4, &z);
+  n = mk_pieces(b, FRAME_TEXT, z.data, z.len, 3, 1, 1);
+  init_inflating(&p, 1000, rx);
+  CHECK_EQ(feed_copy(&p, b, n, &l), 1007);
+  CHECK_STR(p.error, "invalid UTF-8 in text message");
+  proto_free(&p);
+  buf_free(&z);
+  pmd_free(tx);
+  pmd_free(rx);
+  /* without an inflater, RSV1 messages pass as they came */
+  proto_init(&p, 1, 1000);
+  p.rsv_allowed = FRAME_RSV1;
+  n = mk(b, 1, FRAME_RSV1, FRAME_TEXT, "\xff\xff", 2, 1);
+  CHECK_EQ(feed_copy(&p, b, n, &l), 0);
+  CHECK(l.n == 1);
+  CHECK_MEM(l.ev[0].data, "\xff\xff", 2);
+  log_clear(&l);
+  proto_free(&p);
+}
+
 int main(void) {
   basics();
   lengths();
@@ -588,6 +923,11 @@ int main(void) {
   splits();
   zero_copy();
   big_message();
+  inflate_fail_fast();
+  inflate_splits();
+  inflate_bomb();
+  inflate_context();
+  inflate_corrupt();
   CHECK_EQ(null_data, 0);
   return check_done();
 }

@@ -470,23 +470,6 @@ static int close_drive(conn *c, close_event ev, const close_why *w) {
  * answered HTTP request, a TLS alert): flush, FIN, wait for the peer's. */
 static void begin_teardown(conn *c) { close_drive(c, CLOSE_EV_END, NULL); }
 
-/* Inflates a whole compressed message into a block of its own, bounded by
- * max_message. NULL after failing the connection through proto_abort. */
-static char *inflate_message(conn *c, int opcode, const uint8_t *data, size_t len, buf *out) {
-  unsigned code = pmd_inflate(c->pmd, data, len, c->opts.max_message, out);
-  const char *why = code == FRAME_CLOSE_TOO_BIG        ? "message too big"
-                    : code == FRAME_CLOSE_INVALID_DATA ? "invalid deflate data"
-                                                       : "out of memory";
-  if (!code && opcode == FRAME_TEXT && !utf8_valid((uint8_t *)out->data, out->len)) {
-    code = FRAME_CLOSE_INVALID_DATA;
-    why = "invalid UTF-8 in text message";
-  }
-  if (!code) return out->data ? out->data : malloc(1);
-  buf_free(out);
-  proto_abort(&c->proto, code, why);
-  return NULL;
-}
-
 /* A large message gets a block of its own, so the inbox buffer never grows
  * (and copies what it holds) for it: the reassembled one is adopted as it
  * lies, one that came whole in a read is copied once. */
@@ -500,16 +483,10 @@ static int push_large(conn *c, int opcode, const uint8_t *data, size_t len) {
 static void sink_message(void *ud, int opcode, const uint8_t *data, size_t len) {
   conn *c = ud;
   if (c->state != CONN_OPEN) return; /* after our close frame, data is moot */
-  int rc;
-  if (c->proto.msg_rsv & FRAME_RSV1) {
-    buf out = {0};
-    char *block = inflate_message(c, opcode, data, len, &out);
-    if (!block) return;
-    rc = inbox_push_block(&c->inbox, c->loop, opcode, block, out.cap ? out.cap : 1, out.len);
-  } else {
-    rc = len < ADOPT_MIN ? inbox_push_copy(&c->inbox, c->loop, opcode, data, len)
-                         : push_large(c, opcode, data, len);
-  }
+  /* small messages are copied into the inbox buffer; a large (reassembled
+   * or inflated) one keeps a block of its own */
+  int rc = len < ADOPT_MIN ? inbox_push_copy(&c->inbox, c->loop, opcode, data, len)
+                           : push_large(c, opcode, data, len);
   if (rc) {
     close_drive(c, CLOSE_EV_ERROR, &(close_why){FRAME_CLOSE_INTERNAL, "out of memory", 0});
     return;
@@ -730,7 +707,7 @@ void conn_open(conn *c, const uint8_t *rest, size_t rest_len) {
   c->state = CONN_OPEN;
   c->opened = 1;
   proto_init(&c->proto, c->is_server, c->opts.max_message);
-  if (c->pmd) c->proto.rsv_allowed = FRAME_RSV1;
+  if (c->pmd) c->proto.rsv_allowed = FRAME_RSV1, c->proto.inflater = c->pmd;
   uv_timer_stop(&c->timer);
   c->heard = uv_now(&c->loop->uv);
   if (c->opts.ping_interval_ms) conn_arm_timer(c, c->opts.ping_interval_ms);
