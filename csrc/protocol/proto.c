@@ -228,12 +228,6 @@ static unsigned end_data_frame(proto *p, const proto_sink *s, void *ud) {
   return p->error_code;
 }
 
-/* The message being delivered is freed by deliver, not here. */
-void proto_abort(proto *p, unsigned code, const char *why) {
-  p->error_code = code;
-  p->error = why;
-}
-
 void *proto_take_message(proto *p) {
   if (!p->from_msg) return NULL;
   void *m = p->msg;

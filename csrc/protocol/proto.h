@@ -87,10 +87,6 @@ void proto_init(proto *p, int is_server, uint64_t max_message);
  * a copy, or NULL when the message came straight from the input. */
 void *proto_take_message(proto *p);
 
-/* Inside a sink callback: fail the connection with code (the owner found
- * the message bad); proto_feed stops at once. */
-void proto_abort(proto *p, unsigned code, const char *why);
-
 /* Frees the message buffer (if any). The struct can be re-initialised after. */
 void proto_free(proto *p);
 
