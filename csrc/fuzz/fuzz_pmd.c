@@ -144,7 +144,7 @@ static void inflate_props(const uint8_t *data, size_t size, uint8_t knobs) {
   size_t len[2] = {cut, cut < size ? size - cut - 2 : 0};
   for (int m = 0; m < (cut < size ? 2 : 1); m++) {
     buf out = {0};
-    buf_append(&out, "head", 4); /* like the conn_msg header conn.c keeps in front */
+    buf_append(&out, "head", 4); /* inflate must append after what out already holds */
     unsigned rc = pmd_inflate(p, msg[m], len[m], max, &out);
     if (rc != 0 && rc != FRAME_CLOSE_INVALID_DATA && rc != FRAME_CLOSE_TOO_BIG) abort();
     if (out.len - 4 > max + 1) abort();

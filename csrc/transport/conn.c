@@ -721,27 +721,6 @@ void conn_fail_handshake(conn *c, const char *why) {
   begin_teardown(c);
 }
 
-void conn_msg_free(conn *c, const conn_msg *m) {
-  (void)m; /* always the front one */
-  inbox_pop(&c->inbox, c->loop);
-  if (c->state == CONN_OPEN && c->close == CLOSE_OPEN && c->inbox.bytes < c->opts.high_water)
-    conn_start_reading(c);
-}
-
-int conn_recv(conn *c, const conn_msg **msg) {
-  if ((*msg = inbox_peek(&c->inbox))) return CONN_OK;
-  close_drive(c, CLOSE_EV_INBOX_DRAINED, NULL); /* a pending close resolves now */
-  switch (c->state) {
-  case CONN_DIALING:
-  case CONN_HANDSHAKE:
-  case CONN_OPEN:
-  case CONN_CLOSING:
-    return CONN_WAIT;
-  default:
-    return CONN_CLOSED;
-  }
-}
-
 int conn_send(conn *c, int opcode, const uint8_t *data, size_t len) {
   if (c->state != CONN_OPEN || c->tcp_closing) return CONN_CLOSED;
   if (len > CONN_MAX_SEND) return CONN_TOOBIG;
@@ -830,17 +809,30 @@ void conn_describe(conn *c, unsigned what, conn_info *out) {
 }
 
 int conn_receive(conn *c, conn_message *m) {
-  int rc = conn_recv(c, &m->msg);
-  if (rc != CONN_OK) return rc;
-  m->data = m->msg->data;
-  m->len = m->msg->len;
-  m->binary = m->msg->opcode != FRAME_TEXT;
-  return CONN_OK;
+  const inbox_msg *front = inbox_peek(&c->inbox);
+  if (front) {
+    m->data = front->data;
+    m->len = front->len;
+    m->binary = front->opcode != FRAME_TEXT;
+    return CONN_OK;
+  }
+  close_drive(c, CLOSE_EV_INBOX_DRAINED, NULL); /* a pending close resolves now */
+  switch (c->state) {
+  case CONN_DIALING:
+  case CONN_HANDSHAKE:
+  case CONN_OPEN:
+  case CONN_CLOSING:
+    return CONN_WAIT;
+  default:
+    return CONN_CLOSED;
+  }
 }
 
 void conn_message_done(conn *c, conn_message *m) {
-  conn_msg_free(c, m->msg);
-  m->msg = NULL;
+  (void)m; /* always the oldest one */
+  inbox_pop(&c->inbox, c->loop);
+  if (c->state == CONN_OPEN && c->close == CLOSE_OPEN && c->inbox.bytes < c->opts.high_water)
+    conn_start_reading(c);
 }
 
 int conn_send_message(conn *c, const void *data, size_t len, int binary) {

@@ -53,9 +53,6 @@ typedef enum conn_state {
   CONN_DONE     /* finished: no more frames either way */
 } conn_state;
 
-/* A received message, as conn_recv shows it. */
-typedef inbox_msg conn_msg;
-
 typedef struct conn_write {
   uv_write_t req;
   char *base; /* owned: the whole buffer handed over by conn_flush */
@@ -142,7 +139,7 @@ typedef struct conn {
   int dial_status;   /* HTTP status when the server refused, else 0 */
 } conn;
 
-/* Results of conn_recv/conn_send. */
+/* Results of conn_receive/conn_send. */
 enum { CONN_OK = 0, CONN_WAIT = 1, CONN_CLOSED = 2, CONN_NOMEM = 3, CONN_TOOBIG = 4 };
 
 /* The largest message conn_send takes and the largest high-water mark (the
@@ -156,12 +153,6 @@ conn *conn_new(loop *l, int is_server, const conn_opts *o);
 
 /* Starts the server handshake on an accepted connection. */
 void conn_start_server(conn *c);
-
-/* Shows the next message (valid until the caller lets go of it with
- * conn_msg_free, which must come before anything else is done with c).
- * CONN_WAIT when none is there yet, CONN_CLOSED when none will come. */
-int conn_recv(conn *c, const conn_msg **msg);
-void conn_msg_free(conn *c, const conn_msg *m);
 
 /* Queues one whole message (or control frame). CONN_WAIT when the queue is
  * above the high-water mark (nothing queued: retry after a wake-up). */
@@ -240,7 +231,6 @@ typedef struct conn_message {
   const uint8_t *data;
   size_t len;
   int binary;
-  const conn_msg *msg;
 } conn_message;
 
 /* CONN_OK with *m filled, CONN_WAIT, or CONN_CLOSED (conn_describe says how). */
