@@ -1,8 +1,10 @@
-/* A WebSocket connection over a libuv TCP stream: handshake bytes, the
- * protocol state, an inbox of complete messages and a write queue. It
- * answers pings, runs the close handshake and its timers, enforces the
- * limits, and wakes its waiters (loop_wake(conn->id)) whenever something a
- * Lua caller may be waiting for has happened.
+/* A WebSocket connection: an I/O shell around a session
+ * (protocol/session.h) on a libuv TCP stream, plain or TLS behind one small
+ * function table. It owns the socket, the timers (handshake, keepalive,
+ * close), the write queue and an inbox of complete messages, performs the
+ * I/O its session asks for, and wakes its waiters (loop_wake(id)) whenever
+ * something a Lua caller may be waiting for has happened. Its struct is
+ * private to conn.c.
  *
  * Lifetime: one reference count (conn_ref/conn_unref), as for every
  * transport object. conn_new returns a conn holding one reference for its
@@ -16,20 +18,13 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "protocol/buf.h"
-#include "protocol/close.h"
-#include "protocol/handshake.h"
-#include "transport/inbox.h"
+#include "protocol/session.h"
 #include "transport/loop.h"
-#include "protocol/pmd.h"
-#include "protocol/proto.h"
 #include "transport/tls.h"
 
 /* core.so exports luaopen_duplex_core only: a host that links a library
  * with names like tls_read must not capture our calls */
 #pragma GCC visibility push(hidden)
-
-struct server;
 
 typedef struct conn_opts {
   uint64_t max_message;
@@ -44,126 +39,66 @@ typedef struct conn_opts {
 
 void conn_opts_default(conn_opts *o);
 
-typedef enum conn_state {
-  CONN_DIALING,   /* client: resolving and connecting */
-  CONN_HANDSHAKE, /* reading the peer's request (server) or response (client) */
-  CONN_HTTP,      /* server: a plain HTTP request waits for its answer */
-  CONN_OPEN,
-  CONN_CLOSING, /* close frame sent, waiting for the peer's */
-  CONN_DONE     /* finished: no more frames either way */
-} conn_state;
+typedef struct conn conn;
 
-typedef struct conn_write {
-  uv_write_t req;
-  char *base; /* owned: the whole buffer handed over by conn_flush */
-  size_t cap; /* its size */
-  size_t len; /* bytes still in flight */
-} conn_write;
-
-struct conn;
-
-/* What a conn's owner does with it while the opening handshake runs: the
- * server answers the request, the dialer checks the response. This keeps
- * conn.c from knowing either (no include circle). */
+/* What a conn's owner (server.c or dial.c) is told; this keeps conn.c from
+ * knowing either (no include circle). */
 typedef struct conn_role {
-  void (*on_head)(struct conn *c, const char *data, size_t n); /* head bytes arrived */
-  void (*on_close)(struct conn *c); /* the handles are closing: let go of c */
+  void (*on_ready)(conn *c); /* server: upgraded, or a plain HTTP request: hand it out */
+  void (*on_close)(conn *c); /* the handles are closing: let go of c */
+  void (*on_free)(conn *c);  /* c is being freed: free what the owner keeps in it */
+  void (*on_retry)(conn *c); /* client: a fresh TCP handle for the next address */
 } conn_role;
 
-/* What only a client needs while it dials; kept apart so that the many
- * server-side connections do not carry it. */
-typedef struct conn_dialer {
-  uv_getaddrinfo_t gai;
-  struct addrinfo *ai, *ai_next;
-  uv_connect_t connect_req;
-  int resolving; /* the uv_getaddrinfo request is out (it holds a reference) */
-  char key[HS_KEY_LEN + 1];
-  char offered[]; /* NUL-separated offered subprotocols, then an empty one */
-} conn_dialer;
+/* The owner's part of a conn: a server's lists run through it; a dialer
+ * keeps its state in data. */
+typedef struct conn_link {
+  conn *prev, *next;
+  void *owner;
+  void *data;
+  unsigned queued; /* in the server's accept queue */
+} conn_link;
 
-typedef struct conn {
-  loop_obj obj; /* first: handle->data of tcp and timer points here */
-  const conn_role *role;
-  unsigned refs;
-  uv_tcp_t tcp;
-  uv_timer_t timer; /* handshake, keepalive, close and teardown deadlines */
-  loop *loop;
-  int64_t id;
-  uint64_t woken;        /* loop->wake_gen when last put on the ready list */
-  uint64_t heard;        /* uv_now() when the peer last sent anything (keepalive) */
-  uint64_t ping_sent;    /* uv_now() when the keepalive ping went out */
-  uint64_t drained;      /* bytes of completed waiting writes (see bytes_drained) */
-  uint64_t ping_drained; /* bytes_drained() at the ping, or when last seen to grow */
-  conn_opts opts;
-  conn_state state;  /* what the binding shows; CLOSING and DONE follow `close` */
-  close_state close; /* the close handshake's progress (protocol/close.h) */
-  unsigned is_server : 1;
-  unsigned tcp_closing : 1;
-  unsigned reading : 1;
-  unsigned clean : 1; /* outcome: both close frames went across (CLOSE_ACT_MARK_CLEAN) */
-  unsigned awaiting_pong : 1;
-  unsigned pong_grace : 2;  /* loop iterations granted past the pong deadline */
-  unsigned want_write : 1;  /* a sender waits for the queue to drain */
-  unsigned queued : 1;      /* in the server's accept queue */
-  unsigned opened : 1;      /* the opening handshake succeeded */
-  unsigned tls_ready : 1;   /* the TLS handshake is done */
-  unsigned tls_closing : 1; /* close_notify queued */
+/* Results of conn_receive/conn_send (the session's numbering). */
+enum {
+  CONN_OK = SESSION_OK,
+  CONN_WAIT = 1,
+  CONN_CLOSED = SESSION_CLOSED,
+  CONN_NOMEM = SESSION_NOMEM,
+  CONN_TOOBIG = SESSION_TOOBIG
+};
 
-  proto proto;
-  buf head; /* handshake head (and what followed it) until taken */
-  size_t head_len;
-  hs_parser head_parser; /* resumes on each read until the head is complete */
-
-  tls *tls;             /* NULL for plain TCP */
-  loop_task tls_wait;   /* queued while its TLS handshake waits for budget */
-  pmd *pmd;             /* NULL unless permessage-deflate was negotiated */
-  buf out;              /* queued, not yet handed to the kernel (plaintext) */
-  buf cipher;           /* TLS records waiting to be written */
-  conn_write *inflight; /* at most one uv_write at a time */
-
-  inbox inbox; /* messages the handler has not taken yet */
-
-  unsigned close_code; /* what ws.close_code reports */
-  unsigned fail_code;  /* code to fail with (CLOSE_ACT_RECORD_FAIL, then SEND_FAIL) */
-  char *close_reason;  /* malloc'd, NUL-terminated, or NULL */
-  uint8_t *pong;       /* malloc'd: the latest ping, unanswered while the queue is full */
-  uint8_t pong_len;
-  const char *error; /* static text for the last local failure */
-
-  /* server side: the listener while handshaking or waiting to be accepted */
-  struct server *server;
-  struct conn *srv_prev, *srv_next;
-
-  conn_dialer *dial; /* client side only, freed with the conn */
-  char *protocol;    /* chosen subprotocol (client and server), or NULL */
-  int dial_status;   /* HTTP status when the server refused, else 0 */
-} conn;
-
-/* Results of conn_receive/conn_send. */
-enum { CONN_OK = 0, CONN_WAIT = 1, CONN_CLOSED = 2, CONN_NOMEM = 3, CONN_TOOBIG = 4 };
-
-/* The largest message conn_send takes and the largest high-water mark (the
- * write path relies on both to bound a queue). */
-#define CONN_MAX_SEND ((uint64_t)8 << 30)
+/* The largest high-water mark (the write path relies on it and on
+ * SESSION_MAX_SEND to bound a queue). */
 #define CONN_MAX_HIGH_WATER ((uint64_t)8 << 30)
 
-/* Server side: takes over an accepted socket (tcp must be initialised and
- * accepted into c->tcp by the caller via conn_new). */
-conn *conn_new(loop *l, int is_server, const conn_opts *o);
+/* A conn holding its creator's reference. A server conn reads the request
+ * and answers it by policy (which must outlive the handshake); a client
+ * conn dials (see conn_connected). NULL when out of memory. */
+conn *conn_new(loop *l, int is_server, const conn_opts *o, const conn_role *role,
+               const session_policy *policy);
 
-/* Starts the server handshake on an accepted connection. */
-void conn_start_server(conn *c);
+conn_link *conn_link_of(conn *c);
+loop *conn_loop(const conn *c);
+uv_tcp_t *conn_tcp(conn *c);
+int conn_closing(const conn *c); /* its handles are closing */
 
-/* Queues one whole message (or control frame). CONN_WAIT when the queue is
- * above the high-water mark (nothing queued: retry after a wake-up). */
-int conn_send(conn *c, int opcode, const uint8_t *data, size_t len);
-int conn_ping(conn *c, const uint8_t *data, size_t len);
+/* Server: reads the request of an accepted connection, within the
+ * handshake timeout. */
+void conn_serve(conn *c);
 
-/* Starts the close handshake with code (0: no code) and reason. */
-int conn_close(conn *c, unsigned code, const char *reason, size_t reason_len);
+/* Client: queues the upgrade request (before connecting). NULL or why not. */
+const char *conn_request(conn *c, const session_request *r);
 
-/* Answers a plain HTTP request (state CONN_HTTP): out holds the response. */
-void conn_respond(conn *c, const char *data, size_t len);
+/* Client: the timer that bounds resolving, connecting and the handshake. */
+void conn_start_dial(conn *c);
+
+/* Client: TCP is connected: the request (or the TLS hello) goes out. */
+void conn_connected(conn *c);
+
+/* Client: closes the TCP handle for another address; role->on_retry runs
+ * with a fresh one (unless c was aborted meanwhile). */
+void conn_retry(conn *c);
 
 /* Drops the TCP connection now (no close frame). */
 void conn_abort(conn *c, const char *why);
@@ -175,29 +110,9 @@ void conn_release(conn *c);
 void conn_ref(conn *c);
 void conn_unref(conn *c);
 
-/* Sends what is queued (called by loop_flush). */
-void conn_flush(conn *c);
-
-/* Bytes queued or in flight. */
-size_t conn_buffered(const conn *c);
-
 /* Starts TLS on c (server: right after accept; client: before dialing);
  * host is the client's SNI and name to verify, or NULL. 0 or -1. */
 int conn_use_tls(conn *c, tls_ctx *ctx, const char *host);
-
-/* Writes "ip:port" (IPv6 as "[ip]:port") of the peer into out. */
-void conn_remote(conn *c, char *out, size_t size);
-
-/* Internal, shared with server.c and dial.c. */
-void conn_mark_dirty(conn *c);
-void conn_start_reading(conn *c);
-void conn_open(conn *c, const uint8_t *rest, size_t rest_len);
-void conn_fail_handshake(conn *c, const char *why);
-void conn_close_handles(conn *c);
-void conn_on_handle_closed(uv_handle_t *h);
-void conn_arm_timer(conn *c, uint64_t ms);
-/* Appends handshake bytes; -1 when the head grows past max_head. */
-int conn_head_append(conn *c, const char *data, size_t n);
 
 /* Transport API for the binding: with the server, loop and dial sections
  * it is all the binding uses (transport/api.h); the binding reads no field
@@ -240,13 +155,19 @@ void conn_message_done(conn *c, conn_message *m);
 /* Results beside CONN_OK..CONN_TOOBIG for arguments the protocol refuses:
  * text or a close reason that is not UTF-8, a ping payload or a close reason
  * that is too long, a close code that may not be sent. */
-enum { CONN_BAD_UTF8 = 5, CONN_BAD_LENGTH = 6, CONN_BAD_CODE = 7 };
+enum {
+  CONN_BAD_UTF8 = SESSION_BAD_UTF8,
+  CONN_BAD_LENGTH = SESSION_BAD_LENGTH,
+  CONN_BAD_CODE = SESSION_BAD_CODE
+};
 
-/* conn_send and conn_ping with the checks above. */
+/* Queues a message or a ping, after the checks above. A message gets
+ * CONN_WAIT when the queue is above the high-water mark (nothing queued:
+ * retry after a wake-up). */
 int conn_send_message(conn *c, const void *data, size_t len, int binary);
 int conn_send_ping(conn *c, const void *data, size_t len);
 
-/* conn_close with code and reason checked first. */
+/* Starts the close handshake, code and reason checked first. */
 int conn_start_close(conn *c, unsigned code, const char *reason, size_t len);
 
 /* Answers a plain HTTP request with a response built from status, headers

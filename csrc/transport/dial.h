@@ -14,7 +14,7 @@
 #pragma GCC visibility push(hidden)
 
 /* The most subprotocols and extra headers a dial takes. */
-enum { DIAL_MAX_LIST = 64 };
+enum { DIAL_MAX_LIST = SESSION_MAX_LIST };
 
 /* What to dial: the parts of a ws:// or wss:// URL, the subprotocols to
  * offer, extra request headers (names[i]: values[i]) and an optional

@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "protocol/lex.h"
-
 static char **copy_list(const char *const *src, size_t n) {
   if (!n) return NULL;
   char **dst = calloc(n, sizeof *dst);
@@ -41,45 +39,51 @@ static void server_unref(server *s) {
 
 static void on_server_closed(uv_handle_t *h) { server_unref(h->data); }
 
-static void server_on_head(conn *c, const char *data, size_t n);
-
 static void unlink_handshaking(server *s, conn *c);
 
 /* A handshaking conn holds the server's reference: it goes when the conn
  * closes before it was queued (a queued one waits for server_accept). */
 static void on_conn_close(conn *c) {
-  if (!c->server || c->queued) return;
-  unlink_handshaking(c->server, c);
+  conn_link *k = conn_link_of(c);
+  if (!k->owner || k->queued) return;
+  unlink_handshaking(k->owner, c);
   conn_unref(c);
 }
 
-static const conn_role server_role = {server_on_head, on_conn_close};
+static void enqueue(conn *c);
+
+static const conn_role server_role = {enqueue, on_conn_close, NULL, NULL};
 
 static void link_handshaking(server *s, conn *c) {
-  c->server = s;
-  c->srv_prev = NULL;
-  c->srv_next = s->handshaking;
-  if (s->handshaking) s->handshaking->srv_prev = c;
+  conn_link *k = conn_link_of(c);
+  k->owner = s;
+  k->prev = NULL;
+  k->next = s->handshaking;
+  if (s->handshaking) conn_link_of(s->handshaking)->prev = c;
   s->handshaking = c;
 }
 
 static void unlink_handshaking(server *s, conn *c) {
-  if (c->srv_prev)
-    c->srv_prev->srv_next = c->srv_next;
+  conn_link *k = conn_link_of(c);
+  if (k->prev)
+    conn_link_of(k->prev)->next = k->next;
   else
-    s->handshaking = c->srv_next;
-  if (c->srv_next) c->srv_next->srv_prev = c->srv_prev;
-  c->srv_prev = c->srv_next = NULL;
-  c->server = NULL;
+    s->handshaking = k->next;
+  if (k->next) conn_link_of(k->next)->prev = k->prev;
+  k->prev = k->next = NULL;
+  k->owner = NULL;
 }
 
-static void enqueue(server *s, conn *c) {
+/* conn_role.on_ready: upgraded, or a plain HTTP request for the handler. */
+static void enqueue(conn *c) {
+  conn_link *k = conn_link_of(c);
+  server *s = k->owner;
   unlink_handshaking(s, c);
-  c->server = s;
-  c->queued = 1;
-  c->srv_next = NULL;
+  k->owner = s;
+  k->queued = 1;
+  k->next = NULL;
   if (s->queue_tail)
-    s->queue_tail->srv_next = c;
+    conn_link_of(s->queue_tail)->next = c;
   else
     s->queue = c;
   s->queue_tail = c;
@@ -89,124 +93,26 @@ static void enqueue(server *s, conn *c) {
 conn *server_accept(server *s) {
   conn *c = s->queue;
   if (!c) return NULL;
-  s->queue = c->srv_next;
+  conn_link *k = conn_link_of(c);
+  s->queue = k->next;
   if (!s->queue) s->queue_tail = NULL;
-  c->srv_next = NULL;
-  c->queued = 0;
-  c->server = NULL; /* its reference passes to the caller */
+  k->next = NULL;
+  k->queued = 0;
+  k->owner = NULL; /* its reference passes to the caller */
   return c;
 }
 
 static void on_connection(uv_stream_t *stream, int status) {
   server *s = stream->data;
   if (status < 0 || s->closing) return;
-  conn *c = conn_new(s->loop, 1, &s->opts);
+  conn *c = conn_new(s->loop, 1, &s->opts, &server_role, &s->policy);
   if (!c) return;
-  if (uv_accept(stream, (uv_stream_t *)&c->tcp)) {
+  if (uv_accept(stream, (uv_stream_t *)conn_tcp(c)) || (s->tls && conn_use_tls(c, s->tls, NULL))) {
     conn_release(c);
     return;
   }
-  if (s->tls && conn_use_tls(c, s->tls, NULL)) {
-    conn_release(c);
-    return;
-  }
-  uv_tcp_nodelay(&c->tcp, 1);
-  c->role = &server_role;
   link_handshaking(s, c);
-  conn_arm_timer(c, s->opts.handshake_timeout_ms);
-  conn_start_reading(c);
-}
-
-static void reply_error(conn *c, int status, const char *why) {
-  loop_release(c->loop, c->out.data, c->out.cap); /* the write queue's blocks are the loop's */
-  c->out = (buf){0};
-  hs_build_error(&c->out, status, why);
-  conn_fail_handshake(c, why);
-}
-
-static int origin_allowed(const server *s, const hs_head *h) {
-  if (!s->norigins) return 1;
-  const hs_header *o = hs_find(h, "origin");
-  if (!o) return 0;
-  for (size_t i = 0; i < s->norigins; i++)
-    if (lex_is(o->value, o->value_len, s->origins[i])) return 1;
-  return 0;
-}
-
-/* Appends the bytes to the head and parses what is there: the head's
- * length once it is complete, else 0 (more to come, or refused). */
-static size_t read_head(conn *c, const char *data, size_t n, hs_head *h) {
-  if (!c->head.len) hs_parser_init(&c->head_parser, 0);
-  if (conn_head_append(c, data, n)) {
-    reply_error(c, 431, "request head too large");
-    return 0;
-  }
-  int len = hs_parser_feed(&c->head_parser, c->head.data, c->head.len, h);
-  if (len > 0 && (size_t)len > c->opts.max_head) len = -2;
-  if (len == 0 && c->head.len > c->opts.max_head) len = -2;
-  if (len == -2)
-    reply_error(c, 431, "request head too large");
-  else if (len < 0)
-    reply_error(c, 400, "malformed HTTP request");
-  return len > 0 ? (size_t)len : 0;
-}
-
-/* A request without "Upgrade: websocket" goes to the http handler, if any. */
-static void take_http(server *s, conn *c) {
-  if (!s->has_http) {
-    reply_error(c, 426, "this is a WebSocket endpoint");
-    return;
-  }
-  c->state = CONN_HTTP;
-  uv_read_stop((uv_stream_t *)&c->tcp);
-  c->reading = 0;
-  enqueue(s, c);
-}
-
-/* Negotiates the subprotocol and compression and queues the 101. -1 when
- * out of memory. */
-static int answer_upgrade(server *s, conn *c, const hs_head *h, const char *key) {
-  int pick = hs_select_protocol(h, (const char *const *)s->protocols, s->nprotocols);
-  const char *protocol = pick >= 0 ? s->protocols[pick] : NULL;
-  if (protocol) {
-    size_t plen = strlen(protocol) + 1;
-    if (!(c->protocol = malloc(plen))) return -1;
-    memcpy(c->protocol, protocol, plen);
-  }
-  char ext[256] = "";
-  pmd_params prm;
-  if (pmd_accept(h, &c->opts.pmd, &prm, ext, sizeof ext) && !(c->pmd = pmd_new(&prm, &c->opts.pmd)))
-    ext[0] = 0; /* no memory for it: go on without compression */
-  return hs_build_accept(&c->out, key, HS_KEY_LEN, protocol, ext[0] ? ext : NULL);
-}
-
-static void server_on_head(conn *c, const char *data, size_t n) {
-  server *s = c->server;
-  hs_head h;
-  size_t len = s ? read_head(c, data, n, &h) : 0;
-  if (!len) return;
-  c->head_len = len;
-  const char *key, *why;
-  int status = hs_check_request(&h, &key, &why);
-  if (status == -1) {
-    take_http(s, c);
-  } else if (status) {
-    reply_error(c, status, why);
-  } else if (!origin_allowed(s, &h)) {
-    reply_error(c, 403, "origin not allowed");
-  } else if (answer_upgrade(s, c, &h, key)) {
-    conn_abort(c, "out of memory");
-  } else {
-    conn_mark_dirty(c);
-    enqueue(s, c);
-    conn_open(c, (const uint8_t *)c->head.data + len, c->head.len - len);
-    /* the head waits for Lua to ask for ws.request: keep it and no more */
-    char *head = c->head.cap > c->head_len ? realloc(c->head.data, c->head_len) : NULL;
-    if (head) {
-      c->head.data = head;
-      c->head.len = c->head.cap = c->head_len;
-    }
-  }
+  conn_serve(c);
 }
 
 static void obj_close(loop_obj *o) { server_close((server *)o); }
@@ -233,6 +139,8 @@ server *server_listen(loop *l, const char *host, int port, const server_opts *o,
   s->origins = copy_list(o->origins, o->norigins);
   s->nprotocols = s->protocols ? o->nprotocols : 0;
   s->norigins = s->origins ? o->norigins : 0;
+  s->policy = (session_policy){(const char *const *)s->protocols, s->nprotocols,
+                               (const char *const *)s->origins, s->norigins, s->has_http};
   s->refs = 1; /* the caller's; the handle's is added once it exists */
   if (s->nprotocols != o->nprotocols || s->norigins != o->norigins) {
     server_free(s);

@@ -35,8 +35,9 @@ typedef struct server {
   size_t nprotocols, norigins;
   unsigned has_http : 1;
   unsigned closing : 1;
-  conn *handshaking;        /* doubly linked through srv_prev/srv_next */
-  conn *queue, *queue_tail; /* waiting for server_accept, through srv_next */
+  session_policy policy;    /* what a request must meet (over the copies above) */
+  conn *handshaking;        /* doubly linked through their conn_link */
+  conn *queue, *queue_tail; /* waiting for server_accept, through conn_link.next */
   int port;
 } server;
 
