@@ -321,8 +321,10 @@ static session_offer *new_offer(const session_request *r) {
 static const char *build_request(session *s, const session_request *r, buf *out) {
   const char *names[SESSION_MAX_LIST + 2], *values[SESSION_MAX_LIST + 2];
   size_t nh = r->nheaders < SESSION_MAX_LIST ? r->nheaders : SESSION_MAX_LIST;
-  memcpy(names, r->names, nh * sizeof *names);
-  memcpy(values, r->values, nh * sizeof *values);
+  if (nh) {
+    memcpy(names, r->names, nh * sizeof *names);
+    memcpy(values, r->values, nh * sizeof *values);
+  }
   if (r->origin) names[nh] = "Origin", values[nh++] = r->origin;
   char offer[256];
   if (s->cfg.pmd->enabled) {

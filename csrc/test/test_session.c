@@ -1,0 +1,225 @@
+/* The session without any I/O: a client and a server session wired to each
+ * other through in-memory queues, through the opening handshake, messages,
+ * pings, the close handshake and refusals. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "protocol/session.h"
+
+typedef struct end {
+  session s;
+  buf out;          /* what it queued for the peer */
+  char msgs[8][64]; /* messages it received */
+  size_t nmsgs;
+  unsigned acts; /* every I/O action it asked for */
+  int unread, full, pongs;
+  unsigned char seed;
+} end;
+
+static int h_queue(void *ud, const uint8_t *a, size_t an, const uint8_t *b, size_t bn,
+                   const uint8_t *mask) {
+  end *e = ud;
+  if (buf_append(&e->out, a, an)) return -1;
+  size_t at = e->out.len;
+  if (buf_append(&e->out, b, bn)) return -1;
+  if (mask) frame_mask((uint8_t *)e->out.data + at, bn, mask, 0);
+  return 0;
+}
+
+static int h_message(void *ud, int opcode, const uint8_t *data, size_t len) {
+  end *e = ud;
+  if (e->nmsgs == 8 || len >= 63) return -1;
+  snprintf(e->msgs[e->nmsgs++], 64, "%c:%.*s", opcode == FRAME_TEXT ? 't' : 'b', (int)len,
+           (const char *)data);
+  return 0;
+}
+
+static void h_act(void *ud, unsigned a) { ((end *)ud)->acts |= a; }
+static int h_unread(void *ud) { return ((end *)ud)->unread; }
+static int h_room(void *ud) { return !((end *)ud)->full; }
+static void h_pong(void *ud) { ((end *)ud)->pongs++; }
+static int h_random(void *ud, uint8_t *out, size_t n) {
+  end *e = ud;
+  for (size_t i = 0; i < n; i++) out[i] = (uint8_t)(e->seed += 37);
+  return 0;
+}
+
+static const session_hooks hooks = {h_queue, h_message, h_act, h_unread, h_room, h_pong, h_random};
+
+static pmd_config no_pmd;
+static buf scratch;
+
+static void setup(end *e, int is_server) {
+  memset(e, 0, sizeof *e);
+  session_config cfg = {is_server, 1 << 20, 8192, &no_pmd, &scratch};
+  session_init(&e->s, &cfg, &hooks, e);
+}
+
+static void teardown(end *e) {
+  session_free(&e->s);
+  buf_free(&e->out);
+}
+
+/* Moves what from queued for to, as frames (both open). */
+static void pass(end *from, end *to) {
+  buf b = from->out;
+  from->out = (buf){0};
+  session_feed(&to->s, (uint8_t *)b.data, b.len);
+  buf_free(&b);
+}
+
+static const char *const protos[] = {"chat", "superchat"};
+static const session_policy policy = {protos, 2, NULL, 0, 0};
+
+/* The opening handshake, the server fed the request in pieces of step bytes. */
+static int open_pair(end *cl, end *sv, size_t step) {
+  const char *const offered[] = {"superchat", "chat"};
+  session_request r = {"/x?y=1", "example.com", offered, 2, NULL, NULL, 0, NULL};
+  setup(cl, 0);
+  setup(sv, 1);
+  if (session_client_request(&cl->s, &r)) return -1;
+  session_head_result res = SESSION_HEAD_MORE;
+  for (size_t at = 0; at < cl->out.len; at += step) {
+    size_t n = cl->out.len - at < step ? cl->out.len - at : step;
+    res = session_server_head(&sv->s, cl->out.data + at, n, &policy);
+    if (res != SESSION_HEAD_MORE) break;
+  }
+  cl->out.len = 0;
+  if (res != SESSION_HEAD_OPEN) return -2;
+  session_start(&sv->s);
+  res = session_client_head(&cl->s, sv->out.data, sv->out.len);
+  sv->out.len = 0;
+  if (res != SESSION_HEAD_OPEN) return -3;
+  session_start(&cl->s);
+  return 0;
+}
+
+static void test_handshake(void) {
+  end cl, sv;
+  CHECK_EQ(open_pair(&cl, &sv, 1 << 20), 0);
+  CHECK_STR(sv.s.protocol, "chat"); /* ours come first */
+  CHECK_STR(cl.s.protocol, "chat");
+  CHECK(session_live(&cl.s) && session_live(&sv.s));
+  size_t len;
+  const char *head = session_head(&sv.s, &len);
+  CHECK(head && len > 20 && memcmp(head, "GET /x?y=1 HTTP/1.1\r\n", 21) == 0);
+  teardown(&cl), teardown(&sv);
+  /* the same outcome however the request is split */
+  int all = 1;
+  for (size_t step = 1; step < 40; step++) {
+    int rc = open_pair(&cl, &sv, step);
+    all &= rc == 0 && sv.s.protocol && strcmp(sv.s.protocol, "chat") == 0;
+    teardown(&cl), teardown(&sv);
+  }
+  CHECK(all);
+}
+
+static void test_messages(void) {
+  end cl, sv;
+  CHECK_EQ(open_pair(&cl, &sv, 7), 0);
+  CHECK_EQ(session_send(&cl.s, FRAME_TEXT, "hello", 5), SESSION_OK);
+  CHECK(cl.out.len == 2 + 4 + 5 && (uint8_t)cl.out.data[1] == (0x80 | 5)); /* masked */
+  pass(&cl, &sv);
+  CHECK_EQ(sv.nmsgs, 1);
+  CHECK_STR(sv.msgs[0], "t:hello");
+  CHECK_EQ(session_send(&sv.s, FRAME_BINARY, "ab", 2), SESSION_OK);
+  CHECK(sv.out.len == 4 && (uint8_t)sv.out.data[1] == 2); /* not masked */
+  pass(&sv, &cl);
+  CHECK_STR(cl.msgs[0], "b:ab");
+  CHECK_EQ(session_check_send(&cl.s, FRAME_TEXT, "\xff", 1), SESSION_BAD_UTF8);
+  CHECK_EQ(session_check_send(&cl.s, FRAME_PING, "", 126), SESSION_BAD_LENGTH);
+  /* a ping is answered at once while there is room ... */
+  CHECK_EQ(session_send(&sv.s, FRAME_PING, "p1", 2), SESSION_OK);
+  pass(&sv, &cl);
+  pass(&cl, &sv);
+  CHECK_EQ(sv.pongs, 1);
+  /* ... and only the latest, once the queue drains, while it is full */
+  cl.full = 1;
+  session_send(&sv.s, FRAME_PING, "p2", 2);
+  session_send(&sv.s, FRAME_PING, "p3", 2);
+  pass(&sv, &cl);
+  CHECK_EQ(cl.out.len, 0);
+  cl.full = 0;
+  session_drained(&cl.s);
+  CHECK(cl.out.len == 2 + 4 + 2 && (uint8_t)cl.out.data[0] == 0x8A);
+  CHECK(cl.out.data[6] == ('p' ^ cl.out.data[2]) && cl.out.data[7] == ('3' ^ cl.out.data[3]));
+  teardown(&cl), teardown(&sv);
+}
+
+static void test_close(void) {
+  end cl, sv;
+  CHECK_EQ(open_pair(&cl, &sv, 64), 0);
+  CHECK_EQ(session_close(&cl.s, 999, "", 0), SESSION_BAD_CODE);
+  CHECK_EQ(session_close(&cl.s, 4000, "bye", 3), SESSION_OK);
+  CHECK_EQ(cl.s.close, CLOSE_LOCAL_CLOSING);
+  CHECK(!session_live(&cl.s));
+  CHECK_EQ(session_send(&cl.s, FRAME_TEXT, "x", 1), SESSION_CLOSED);
+  pass(&cl, &sv); /* the server echoes it and tears down */
+  CHECK_EQ(sv.s.close_code, 4000);
+  CHECK_STR(sv.s.close_reason, "bye");
+  CHECK(sv.s.clean && (sv.acts & CLOSE_ACT_TEARDOWN));
+  pass(&sv, &cl);
+  CHECK_EQ(cl.s.close_code, 4000);
+  CHECK(cl.s.clean);
+  teardown(&cl), teardown(&sv);
+}
+
+static void test_failures(void) {
+  end cl, sv;
+  CHECK_EQ(open_pair(&cl, &sv, 64), 0);
+  /* an unmasked frame to a server fails it with 1002, after the message before it */
+  const uint8_t bad[] = {0x81, 0x01, 'x'};
+  sv.unread = 1;
+  session_feed(&sv.s, (uint8_t *)bad, sizeof bad);
+  CHECK_EQ(sv.s.close, CLOSE_FAIL_PENDING);
+  sv.unread = 0;
+  session_event(&sv.s, CLOSE_EV_INBOX_DRAINED, 0, NULL, 0);
+  CHECK_EQ(sv.s.close_code, 1002);
+  CHECK(sv.out.len >= 4 && (uint8_t)sv.out.data[0] == 0x88);
+  teardown(&cl), teardown(&sv);
+
+  /* refusals: the response names the reason */
+  static const char *const origins[] = {"https://ok.example"};
+  session_policy strict = {NULL, 0, origins, 1, 0};
+  const char *req = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                    "Origin: https://evil.example\r\n\r\n";
+  setup(&sv, 1);
+  CHECK_EQ(session_server_head(&sv.s, req, strlen(req), &strict), SESSION_HEAD_REFUSED);
+  CHECK(sv.out.len > 12 && memcmp(sv.out.data, "HTTP/1.1 403", 12) == 0);
+  CHECK_STR(sv.s.error, "origin not allowed");
+  teardown(&sv);
+  setup(&sv, 1);
+  const char *plain = "GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n";
+  CHECK_EQ(session_server_head(&sv.s, plain, strlen(plain), &policy), SESSION_HEAD_REFUSED);
+  CHECK(sv.out.len > 12 && memcmp(sv.out.data, "HTTP/1.1 426", 12) == 0);
+  teardown(&sv);
+  session_policy web = policy;
+  web.has_http = 1;
+  setup(&sv, 1);
+  CHECK_EQ(session_server_head(&sv.s, plain, strlen(plain), &web), SESSION_HEAD_HTTP);
+  CHECK_EQ(sv.out.len, 0);
+  teardown(&sv);
+
+  /* a client refused with a status says so */
+  setup(&cl, 0);
+  session_request r = {"/", "a", NULL, 0, NULL, NULL, 0, NULL};
+  CHECK(session_client_request(&cl.s, &r) == NULL);
+  const char *no = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+  CHECK_EQ(session_client_head(&cl.s, no, strlen(no)), SESSION_HEAD_FAILED);
+  CHECK_EQ(cl.s.http_status, 404);
+  CHECK_STR(cl.s.error, "server refused the upgrade");
+  teardown(&cl);
+}
+
+int main(void) {
+  pmd_config_default(&no_pmd);
+  no_pmd.enabled = 0;
+  test_handshake();
+  test_messages();
+  test_close();
+  test_failures();
+  buf_free(&scratch);
+  return check_done();
+}
