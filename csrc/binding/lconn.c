@@ -176,10 +176,7 @@ static int l_conn_close_info(lua_State *L) {
   lua_pushinteger(L, i.close_code);
   lua_pushstring(L, i.close_reason);
   lua_pushboolean(L, i.clean);
-  if (i.error)
-    lua_pushstring(L, i.error);
-  else
-    lua_pushnil(L);
+  lua_pushstring(L, i.error); /* NULL pushes nil (every Lua we build for) */
   return 4;
 }
 
@@ -193,10 +190,7 @@ static int l_conn_error(lua_State *L) {
 
 static int l_conn_protocol(lua_State *L) {
   conn_info i;
-  if (describe(L, 0, &i)->protocol)
-    lua_pushstring(L, i.protocol);
-  else
-    lua_pushnil(L);
+  lua_pushstring(L, describe(L, 0, &i)->protocol); /* NULL pushes nil */
   return 1;
 }
 
