@@ -35,25 +35,11 @@ static uint64_t key_word(const uint8_t mask[4], uint64_t pos) {
   return w;
 }
 
-void frame_mask(uint8_t *data, size_t n, const uint8_t mask[4], uint64_t pos) {
-  uint64_t k = key_word(mask, pos), a, b;
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    memcpy(&a, data + i, 8), memcpy(&b, data + i + 8, 8);
-    a ^= k, b ^= k;
-    memcpy(data + i, &a, 8), memcpy(data + i + 8, &b, 8);
-  }
-  if (i + 8 <= n) {
-    memcpy(&a, data + i, 8);
-    a ^= k;
-    memcpy(data + i, &a, 8);
-    i += 8;
-  }
-  for (; i < n; i++) data[i] ^= mask[(pos + i) & 3];
-}
-
-void frame_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
-                     uint64_t pos) {
+/* Both maskers: dst is src itself (in place) or does not overlap it. Each
+ * word is loaded before it is stored, so in place is safe; inlined into both,
+ * it compiles (gcc 12 -O2) to the same code the two loops of their own did. */
+static inline void mask_to(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
+                           uint64_t pos) {
   uint64_t k = key_word(mask, pos), a, b;
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -68,6 +54,15 @@ void frame_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t m
     i += 8;
   }
   for (; i < n; i++) dst[i] = src[i] ^ mask[(pos + i) & 3];
+}
+
+void frame_mask(uint8_t *data, size_t n, const uint8_t mask[4], uint64_t pos) {
+  mask_to(data, data, n, mask, pos);
+}
+
+void frame_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
+                     uint64_t pos) {
+  mask_to(dst, src, n, mask, pos);
 }
 
 int frame_close_code_ok(unsigned code) {
