@@ -10,7 +10,7 @@
 enum {
   DIRECT_WRITE_MIN = 64 * 1024,
   /* libuv buffer lengths are unsigned ints: longer spans go as several
-   * buffers. The send limits (CONN_MAX_SEND, high_water at most
+   * buffers. The send limits (SESSION_MAX_SEND, high_water at most
    * CONN_MAX_HIGH_WATER) keep a queue within WIRE_BUFS of them. */
   WIRE_CHUNK = 1 << 30,
   WIRE_BUFS = 24,
@@ -43,7 +43,7 @@ typedef enum conn_state {
 
 typedef struct conn_write {
   uv_write_t req;
-  char *base; /* owned: the whole buffer handed over by conn_flush */
+  char *base; /* owned: the whole buffer handed over by flush */
   size_t cap; /* its size */
   size_t len; /* bytes still in flight */
 } conn_write;

@@ -46,9 +46,8 @@ typedef struct server {
  * over o->tls in either case. */
 server *server_listen(loop *l, const char *host, int port, const server_opts *o, int *err);
 
-/* The next connection ready for a handler (upgraded: state CONN_OPEN or
- * later; plain HTTP: CONN_HTTP), now held by the caller (conn->user set),
- * or NULL. */
+/* The next connection ready for a handler (upgraded: "open" or later;
+ * plain HTTP: "http"), its reference now the caller's, or NULL. */
 conn *server_accept(server *s);
 
 /* Replaces the TLS configuration for connections accepted from now on
