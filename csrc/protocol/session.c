@@ -42,7 +42,7 @@ static char *copy_string(const char *p, size_t n) {
 }
 
 static int queue_bytes(session *s, const buf *b) {
-  return s->hooks->queue(s->ud, (const uint8_t *)b->data, b->len, NULL, 0, NULL);
+  return s->hooks->queue(s->ud, (const uint8_t *)b->data, b->len, NULL, 0, NULL, 0);
 }
 
 /* Sending */
@@ -53,8 +53,9 @@ static int queue_frame(session *s, int opcode, int rsv, const uint8_t *data, siz
   int masked = !s->cfg.is_server;
   if (masked && s->hooks->random(s->ud, mask, 4)) return SESSION_NOMEM;
   size_t hl = frame_encode_header(hdr, 1, rsv, opcode, len, masked ? mask : NULL);
-  return s->hooks->queue(s->ud, hdr, hl, data, len, masked ? mask : NULL) ? SESSION_NOMEM
-                                                                          : SESSION_OK;
+  int control = opcode == FRAME_PONG;
+  return s->hooks->queue(s->ud, hdr, hl, data, len, masked ? mask : NULL, control) ? SESSION_NOMEM
+                                                                                   : SESSION_OK;
 }
 
 static int queue_close(session *s, unsigned code, const char *reason, size_t len) {

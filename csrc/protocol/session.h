@@ -31,9 +31,12 @@
 
 typedef struct session_hooks {
   /* Queue a[0..an) then b[0..bn) for the peer, b XOR-masked with mask when
-   * mask is not NULL. 0, or -1 when out of memory. */
+   * mask is not NULL: one frame, or a head. control is 1 for a pong, which
+   * may go ahead of queued data frames (pings keep their place, so that
+   * their pong tells how far behind the peer reads). 0, or -1 when out of
+   * memory. */
   int (*queue)(void *ud, const uint8_t *a, size_t an, const uint8_t *b, size_t bn,
-               const uint8_t *mask);
+               const uint8_t *mask, int control);
   /* A complete data message (FRAME_TEXT, valid UTF-8, or FRAME_BINARY),
    * valid during the call (session_take_block may keep its block). 0, or -1
    * when it cannot be kept (out of memory: the session fails with 1011). */

@@ -18,8 +18,9 @@ typedef struct end {
 } end;
 
 static int h_queue(void *ud, const uint8_t *a, size_t an, const uint8_t *b, size_t bn,
-                   const uint8_t *mask) {
+                   const uint8_t *mask, int control) {
   end *e = ud;
+  (void)control;
   if (buf_append(&e->out, a, an)) return -1;
   size_t at = e->out.len;
   if (buf_append(&e->out, b, bn)) return -1;

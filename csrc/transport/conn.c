@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "transport/inbox.h"
+#include "transport/outq.h"
 
 enum {
   DIRECT_WRITE_MIN = 64 * 1024,
@@ -15,19 +16,23 @@ enum {
   WIRE_CHUNK = 1 << 30,
   WIRE_BUFS = 24,
   /* a message this large gets a block of its own (see push_large) */
-  ADOPT_MIN = 4096
+  ADOPT_MIN = 4096,
+  WRITE_BUFS = 64,        /* buffers per writev from the queue */
+  SEAL_BYTES = 64 * 1024, /* about the most a plain uv_write takes from it */
+  PUMP_BYTES = 64 * 1024, /* about the most TLS encrypts from it per flush */
+  CONTROL_QUEUED_MAX = 4  /* pings and pongs waiting to go */
 };
 
-/* Appends p[0..n) to b[k..) as buffers of at most WIRE_CHUNK bytes and
- * returns the new count, or WIRE_BUFS + 1 once they do not fit (the send
- * limits make that impossible; a write must never silently cover less). */
-static unsigned wire_bufs(uv_buf_t *b, unsigned k, char *p, size_t n) {
-  while (n && k < WIRE_BUFS) {
+/* Appends p[0..n) to b[k..max) as buffers of at most WIRE_CHUNK bytes and
+ * returns the new count, or max + 1 once they do not fit (the send limits
+ * make that impossible; a write must never silently cover less). */
+static unsigned wire_bufs(uv_buf_t *b, unsigned k, unsigned max, char *p, size_t n) {
+  while (n && k < max) {
     size_t len = n < WIRE_CHUNK ? n : WIRE_CHUNK;
     b[k++] = uv_buf_init(p, (unsigned)len);
     p += len, n -= len;
   }
-  return n ? WIRE_BUFS + 1 : k;
+  return n ? max + 1 : k;
 }
 
 /* What the binding sees: the phases before the session opens, then the
@@ -43,7 +48,7 @@ typedef enum conn_state {
 
 typedef struct conn_write {
   uv_write_t req;
-  char *base; /* owned: the whole buffer handed over by flush */
+  char *base; /* owned: the ciphertext handed over, or NULL for the queue's segments */
   size_t cap; /* its size */
   size_t len; /* bytes still in flight */
 } conn_write;
@@ -51,7 +56,7 @@ typedef struct conn_write {
 /* How bytes cross the socket: plain, or through TLS. */
 typedef struct conn_io {
   void (*input)(conn *c, char *data, size_t n); /* bytes read from the socket */
-  buf *(*wire)(conn *c);                        /* what may be written now; NULL after aborting c */
+  void (*flush)(conn *c);                       /* writes what is queued */
   int (*finish)(conn *c); /* before the FIN (TLS: close_notify); -1 after aborting c */
   int direct;             /* a large frame may go straight from the caller's bytes */
 } conn_io;
@@ -85,7 +90,7 @@ struct conn {
   unsigned tls_closing : 1; /* close_notify queued */
   tls *tls;                 /* NULL for plain TCP */
   loop_task tls_wait;       /* queued while its TLS handshake waits for budget */
-  buf out;                  /* queued, not yet handed to the kernel (plaintext) */
+  outq q;                   /* frames queued (plaintext), the front maybe in flight */
   buf cipher;               /* TLS records waiting to be written */
   conn_write *inflight;     /* at most one uv_write at a time */
   inbox inbox;              /* messages the handler has not taken yet */
@@ -164,7 +169,7 @@ static void conn_free(conn *c) {
   if (c->role->on_free) c->role->on_free(c);
   inbox_free(&c->inbox, c->loop);
   session_free(&c->s);
-  loop_release(c->loop, c->out.data, c->out.cap);
+  outq_free(&c->q, c->loop);
   buf_free(&c->cipher);
   loop_undefer(c->loop, &c->tls_wait);
   tls_free(c->tls);
@@ -197,7 +202,8 @@ static void mark_dirty(conn *c) {
 }
 
 static size_t buffered(const conn *c) {
-  return c->out.len + c->cipher.len + (c->inflight ? c->inflight->len : 0);
+  /* a plain write in flight covers the queue's sealed segments */
+  return c->q.bytes + c->cipher.len + (c->inflight && c->inflight->base ? c->inflight->len : 0);
 }
 
 /* CLOSE_ACT_DROP: the one place the handles are closed. */
@@ -248,38 +254,39 @@ static void on_write(uv_write_t *req, int status) {
   conn_write *w = (conn_write *)req;
   conn *c = req->data;
   if (status == 0) c->drained += w->len;
-  loop_release(c->loop, w->base, w->cap);
+  if (w->base)
+    loop_release(c->loop, w->base, w->cap);
+  else if (status == 0)
+    outq_consume(&c->q, c->loop, w->len); /* the sealed segments */
   free(w);
   c->inflight = NULL;
   if (status < 0) {
     conn_abort(c, uv_strerror(status));
     return;
   }
-  if (c->out.len || c->cipher.len)
+  if (c->q.n || c->cipher.len)
     flush(c);
   else
     after_drain(c);
 }
 
-/* What the kernel did not take waits in one uv_write. */
-static void write_rest(conn *c, buf *wire, size_t done) {
+/* What the kernel did not take waits in one uv_write: base owns the bytes
+ * (NULL: they are the sealed segments of the queue). */
+static void write_later(conn *c, char *base, size_t cap, const uv_buf_t *b, unsigned nb,
+                        size_t len) {
   conn_write *w = malloc(sizeof *w);
   if (!w) {
+    loop_release(c->loop, base, cap);
     conn_abort(c, "out of memory");
     return;
   }
-  w->base = wire->data;
-  w->cap = wire->cap;
-  w->len = wire->len - done;
+  *w = (conn_write){.base = base, .cap = cap, .len = len};
   w->req.data = c;
-  *wire = (buf){0};
   c->inflight = w;
-  uv_buf_t b[WIRE_BUFS];
-  unsigned nb = wire_bufs(b, 0, w->base + done, w->len);
   int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, b, nb, on_write);
   if (rc) {
     c->inflight = NULL;
-    loop_release(c->loop, w->base, w->cap);
+    loop_release(c->loop, base, cap);
     free(w);
     conn_abort(c, uv_strerror(rc));
     return;
@@ -287,25 +294,58 @@ static void write_rest(conn *c, buf *wire, size_t done) {
   after_drain(c);
 }
 
-/* Sends what is queued (the loop's flush, once per step). */
-static void flush(conn *c) {
-  if (c->inflight || c->tcp_closing || c->phase == CONN_DIALING) return;
-  buf *wire = c->io->wire(c);
-  if (!wire || wire->len == 0) return;
-  uv_buf_t b[WIRE_BUFS];
-  unsigned nb = wire_bufs(b, 0, wire->data, wire->len);
-  if (nb > WIRE_BUFS) {
-    conn_abort(c, "write queue too large");
-    return;
-  }
+static int try_write(conn *c, const uv_buf_t *b, unsigned nb, size_t *done) {
   int n = uv_try_write((uv_stream_t *)&c->tcp, b, nb);
   if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
   if (n < 0) {
     conn_abort(c, uv_strerror(n));
+    return -1;
+  }
+  *done = (size_t)n;
+  return 0;
+}
+
+/* Plain TCP: the queue's segments go out as they are, a writev of up to
+ * WRITE_BUFS at a time; what the kernel does not take is sealed (at most
+ * about SEAL_BYTES, so control frames queued meanwhile wait behind little)
+ * and waits in a uv_write. */
+static void plain_flush(conn *c) {
+  uv_buf_t b[WRITE_BUFS];
+  size_t len, done;
+  while (c->q.n) {
+    unsigned nb = outq_iov(&c->q, b, WRITE_BUFS, SIZE_MAX, &len);
+    if (try_write(c, b, nb, &done)) return;
+    outq_consume(&c->q, c->loop, done);
+    if (done < len) break;
+  }
+  if (!c->q.n) {
+    after_drain(c);
     return;
   }
-  if ((size_t)n < wire->len) {
-    write_rest(c, wire, (size_t)n);
+  len = outq_seal(&c->q, SEAL_BYTES, WRITE_BUFS);
+  unsigned nb = outq_iov(&c->q, b, WRITE_BUFS, len, &done);
+  write_later(c, NULL, 0, b, nb, len);
+}
+
+/* TLS: records are made from the queue (tls_pump) into c->cipher, which
+ * goes out as one buffer. */
+static void cipher_flush(conn *c) {
+  buf *wire = &c->cipher;
+  if (!wire->len) return;
+  uv_buf_t b[WIRE_BUFS];
+  unsigned nb = wire_bufs(b, 0, WIRE_BUFS, wire->data, wire->len);
+  size_t done;
+  if (nb > WIRE_BUFS) {
+    conn_abort(c, "write queue too large");
+    return;
+  }
+  if (try_write(c, b, nb, &done)) return;
+  if (done < wire->len) {
+    nb = wire_bufs(b, 0, WIRE_BUFS, wire->data + done, wire->len - done);
+    char *base = wire->data;
+    size_t cap = wire->cap, len = wire->len - done;
+    *wire = (buf){0};
+    write_later(c, base, cap, b, nb, len);
     return;
   }
   loop_release(c->loop, wire->data, wire->cap); /* an idle connection holds no buffer */
@@ -313,62 +353,49 @@ static void flush(conn *c) {
   after_drain(c);
 }
 
+/* Sends what is queued (the loop's flush, once per step). */
+static void flush(conn *c) {
+  if (c->inflight || c->tcp_closing || c->phase == CONN_DIALING) return;
+  c->io->flush(c);
+}
+
 /* A large frame goes straight from the caller's bytes, after what is
  * queued, in one writev: only what the kernel does not take is copied. */
 static int write_direct(conn *c, const uint8_t *a, size_t an, const uint8_t *b, size_t bn) {
-  uv_buf_t v[WIRE_BUFS];
-  unsigned nb = wire_bufs(v, 0, c->out.data, c->out.len);
-  nb = wire_bufs(v, nb, (char *)a, an);
-  nb = wire_bufs(v, nb, (char *)b, bn);
-  if (nb > WIRE_BUFS) return -1; /* the send limits make this impossible */
-  int n = uv_try_write((uv_stream_t *)&c->tcp, v, nb);
-  if (n == UV_EAGAIN || n == UV_ENOSYS) n = 0;
-  if (n < 0) {
-    conn_abort(c, uv_strerror(n));
-    return 0;
-  }
-  size_t done = (size_t)n;
-  if (c->out.len) { /* drop what left of the queue */
-    size_t q = done < c->out.len ? done : c->out.len;
-    memmove(c->out.data, c->out.data + q, c->out.len - q);
-    c->out.len -= q;
-    done -= q;
-  }
-  if (done < an) {
-    if (buf_append(&c->out, a + done, an - done)) return -1;
-    done = 0;
-  } else {
-    done -= an;
-  }
-  if (done < bn && buf_append(&c->out, b + done, bn - done)) return -1;
-  if (c->out.len)
-    mark_dirty(c);
-  else
-    loop_release(c->loop, c->out.data, c->out.cap), c->out = (buf){0};
+  uv_buf_t v[WRITE_BUFS + 2 * WIRE_BUFS];
+  size_t queued, done;
+  unsigned nb = outq_iov(&c->q, v, WRITE_BUFS, SIZE_MAX, &queued);
+  if (queued < c->q.bytes) return 1; /* too many segments: queue it instead */
+  unsigned max = WRITE_BUFS + 2 * WIRE_BUFS;
+  nb = wire_bufs(v, nb, max, (char *)a, an);
+  if (nb <= max) nb = wire_bufs(v, nb, max, (char *)b, bn);
+  if (nb > max) return -1; /* the send limits make this impossible */
+  if (try_write(c, v, nb, &done)) return 0;
+  size_t q = done < queued ? done : queued;
+  outq_consume(&c->q, c->loop, q);
+  done -= q;
+  size_t skip_a = done < an ? done : an, skip_b = done - skip_a;
+  if (skip_a + skip_b < an + bn &&
+      outq_append(&c->q, c->loop, a + skip_a, an - skip_a, b + skip_b, bn - skip_b, NULL))
+    return -1;
+  if (c->q.n) mark_dirty(c);
   return 0;
 }
 
-/* session_hooks.queue: appends to the write queue, which starts from a
- * spare block (even for a small frame: no malloc per message). */
+/* session_hooks.queue: a frame into the write queue (its blocks come from
+ * the loop's spares: no malloc per message); a ping or pong goes ahead of
+ * the data that is not in flight yet. */
 static int hook_queue(void *ud, const uint8_t *a, size_t an, const uint8_t *b, size_t bn,
-                      const uint8_t *mask) {
+                      const uint8_t *mask, int control) {
   conn *c = ud;
-  if (!mask && c->io->direct && bn >= DIRECT_WRITE_MIN && !c->inflight && !c->tcp_closing &&
-      c->phase != CONN_DIALING)
-    return write_direct(c, a, an, b, bn);
-  if (!c->out.data) {
-    size_t want = an + bn < LOOP_SPARE_MIN ? LOOP_SPARE_MIN : an + bn;
-    c->out.data = loop_alloc(c->loop, want, &c->out.cap);
-    if (!c->out.data) c->out.cap = 0;
+  if (!mask && !control && c->io->direct && bn >= DIRECT_WRITE_MIN && !c->inflight &&
+      !c->tcp_closing && c->phase != CONN_DIALING) {
+    int rc = write_direct(c, a, an, b, bn);
+    if (rc <= 0) return rc;
   }
-  if (an + bn < an || buf_reserve(&c->out, an + bn)) return -1;
-  uint8_t *dst = (uint8_t *)c->out.data + c->out.len;
-  if (an) memcpy(dst, a, an);
-  if (mask)
-    frame_mask_copy(dst + an, b, bn, mask, 0);
-  else if (bn)
-    memcpy(dst + an, b, bn);
-  c->out.len += an + bn;
+  int rc = control ? outq_control(&c->q, c->loop, a, an, b, bn, mask)
+                   : outq_append(&c->q, c->loop, a, an, b, bn, mask);
+  if (rc) return -1;
   mark_dirty(c);
   return 0;
 }
@@ -377,43 +404,46 @@ static int hook_queue(void *ud, const uint8_t *a, size_t an, const uint8_t *b, s
 
 static void dispatch(conn *c, char *data, size_t n);
 
-static buf *plain_wire(conn *c) { return &c->out; }
 static int plain_finish(conn *c) {
   (void)c;
   return 0;
 }
-static const conn_io plain_io = {dispatch, plain_wire, plain_finish, 1};
+static const conn_io plain_io = {dispatch, plain_flush, plain_finish, 1};
 
 /* TLS */
 
-/* Encrypts the queued plaintext once the TLS handshake allows it (the
- * records land in c->cipher). What TLS does not take yet stays queued, to
- * go after the next input. 0, or -1 after aborting c. */
+/* Encrypts queued plaintext once the TLS handshake allows it (the records
+ * land in c->cipher), about PUMP_BYTES at a time so that a ping or pong
+ * queued later waits behind little. What TLS does not take yet stays
+ * queued, to go after the next input. 0, or -1 after aborting c. */
 static int tls_pump(conn *c) {
-  if (!c->tls_ready || !c->out.len || c->tls_closing) return 0;
-  size_t done;
-  if (tls_write(c->tls, c->out.data, c->out.len, &done) == TLS_ERROR) {
-    conn_abort(c, tls_error(c->tls));
-    return -1;
-  }
-  if (done == c->out.len) {
-    loop_release(c->loop, c->out.data, c->out.cap);
-    c->out = (buf){0};
-  } else if (done) {
-    memmove(c->out.data, c->out.data + done, c->out.len - done);
-    c->out.len -= done;
+  if (!c->tls_ready || c->tls_closing) return 0;
+  size_t pumped = 0;
+  while (c->q.n && pumped < PUMP_BYTES) {
+    uv_buf_t b;
+    size_t len, done;
+    outq_iov(&c->q, &b, 1, SIZE_MAX, &len);
+    if (tls_write(c->tls, b.base, len, &done) == TLS_ERROR) {
+      conn_abort(c, tls_error(c->tls));
+      return -1;
+    }
+    outq_consume(&c->q, c->loop, done);
+    pumped += done;
+    if (done < len) break;
   }
   return 0;
 }
 
-static buf *tls_wire(conn *c) { return tls_pump(c) ? NULL : &c->cipher; }
+static void tls_flush(conn *c) {
+  if (tls_pump(c) == 0) cipher_flush(c);
+}
 
 /* close_notify (so the peer can tell a cut from an end) after the last
  * byte: with plaintext still queued, the teardown runs again once it is out. */
 static int tls_finish(conn *c) {
   if (!c->tls_ready || c->tls_closing) return 0;
   if (tls_pump(c)) return -1;
-  if (!c->out.len) {
+  if (!c->q.n) {
     tls_shutdown(c->tls);
     c->tls_closing = 1;
   }
@@ -421,7 +451,7 @@ static int tls_finish(conn *c) {
 }
 
 static void tls_input(conn *c, char *data, size_t n);
-static const conn_io tls_io = {tls_input, tls_wire, tls_finish, 0};
+static const conn_io tls_io = {tls_input, tls_flush, tls_finish, 0};
 
 static void tls_resume(loop_task *t);
 
@@ -666,10 +696,9 @@ static int hook_message(void *ud, int opcode, const uint8_t *data, size_t len) {
 
 static int hook_unread(void *ud) { return !inbox_empty(&((conn *)ud)->inbox); }
 
-static int hook_room(void *ud) {
-  conn *c = ud;
-  return buffered(c) < c->opts.high_water;
-}
+/* A pong goes ahead of queued data, so a full queue does not hold it; only
+ * a peer that pings faster than we can write is held to one (the latest). */
+static int hook_room(void *ud) { return ((conn *)ud)->q.ctrl < CONTROL_QUEUED_MAX; }
 
 /* The pong keepalive waits for starts the next quiet interval at once,
  * rather than at the pong deadline. */
@@ -902,7 +931,7 @@ int conn_respond_http(conn *c, int status, const char *const *names, const char 
     return -1;
   }
   if (state_of(c) == CONN_HTTP && !c->tcp_closing) {
-    if (hook_queue(c, (const uint8_t *)out.data, out.len, NULL, 0, NULL))
+    if (hook_queue(c, (const uint8_t *)out.data, out.len, NULL, 0, NULL, 0))
       conn_abort(c, "out of memory");
     else
       begin_teardown(c);
