@@ -19,7 +19,7 @@ enum {
   ADOPT_MIN = 4096,
   WRITE_BUFS = 64,        /* buffers per writev from the queue */
   SEAL_BYTES = 64 * 1024, /* about the most a plain uv_write takes from it */
-  PUMP_BYTES = 64 * 1024, /* about the most TLS encrypts from it per flush */
+  PUMP_BYTES = 64 * 1024  /* about the most TLS encrypts from it per flush */
   CONTROL_QUEUED_MAX = 4  /* pings and pongs waiting to go */
 };
 
@@ -696,9 +696,13 @@ static int hook_message(void *ud, int opcode, const uint8_t *data, size_t len) {
 
 static int hook_unread(void *ud) { return !inbox_empty(&((conn *)ud)->inbox); }
 
-/* A pong goes ahead of queued data, so a full queue does not hold it; only
- * a peer that pings faster than we can write is held to one (the latest). */
-static int hook_room(void *ud) { return ((conn *)ud)->q.ctrl < CONTROL_QUEUED_MAX; }
+/* Room for a pong: below the high-water mark, or when none waits. A pong
+ * goes ahead of queued data, so a backlogged queue still answers one ping
+ * at a time (the latest, as RFC 6455 5.5.3 allows), in bounded memory. */
+static int hook_room(void *ud) {
+  conn *c = ud;
+  return buffered(c) < c->opts.high_water || c->q.ctrl == 0;
+}
 
 /* The pong keepalive waits for starts the next quiet interval at once,
  * rather than at the pong deadline. */
