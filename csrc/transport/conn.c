@@ -20,7 +20,6 @@ enum {
   WRITE_BUFS = 64,        /* buffers per writev from the queue */
   SEAL_BYTES = 64 * 1024, /* about the most a plain uv_write takes from it */
   PUMP_BYTES = 64 * 1024  /* about the most TLS encrypts from it per flush */
-  CONTROL_QUEUED_MAX = 4  /* pings and pongs waiting to go */
 };
 
 /* Appends p[0..n) to b[k..max) as buffers of at most WIRE_CHUNK bytes and
