@@ -65,6 +65,12 @@ int lconn_gc(lua_State *L);
 int lconn_dial(lua_State *L);
 /* Pushes a userdata holding c (already held for the binding). */
 void lconn_push(lua_State *L, conn *c);
+/* The conn of the duplex.conn at i; raises when it was released. */
+conn *lconn_check(lua_State *L, int i);
+
+/* ltopic.c: methods of duplex.conn and functions of the module */
+extern const luaL_Reg ltopic_conn_methods[];
+extern const luaL_Reg ltopic_functions[];
 
 #pragma GCC visibility pop
 

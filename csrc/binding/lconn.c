@@ -8,11 +8,13 @@ typedef struct lconn {
   conn *c;
 } lconn;
 
-static conn *check_conn(lua_State *L) {
-  lconn *u = luaL_checkudata(L, 1, CONN_MT);
+conn *lconn_check(lua_State *L, int i) {
+  lconn *u = luaL_checkudata(L, i, CONN_MT);
   if (!u->c) luaL_error(L, "connection already released");
   return u->c;
 }
+
+static conn *check_conn(lua_State *L) { return lconn_check(L, 1); }
 
 static conn_info *describe(lua_State *L, unsigned what, conn_info *i) {
   conn_describe(check_conn(L), what, i);

@@ -24,11 +24,16 @@ int binding_error(lua_State *L, const char *msg) {
   return 2;
 }
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc) {
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      const luaL_Reg *more, lua_CFunction gc) {
   luaL_newmetatable(L, name);
   lua_newtable(L);
   lua_pushvalue(L, -3); /* the loop */
   setfuncs(L, methods, 1);
+  if (more) {
+    lua_pushvalue(L, -3);
+    setfuncs(L, more, 1);
+  }
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, gc);
   lua_setfield(L, -2, "__gc");
@@ -50,13 +55,15 @@ int luaopen_duplex_core(lua_State *L) {
     lloop_new(L);
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, LOOP_KEY);
-    new_class(L, CONN_MT, lconn_methods, lconn_gc);
-    new_class(L, SERVER_MT, lserver_methods, lserver_gc);
+    new_class(L, CONN_MT, lconn_methods, ltopic_conn_methods, lconn_gc);
+    new_class(L, SERVER_MT, lserver_methods, NULL, lserver_gc);
   }
   lua_newtable(L);
   lua_pushvalue(L, -2);
   setfuncs(L, lloop_functions, 1);
   lua_pushvalue(L, -2);
   setfuncs(L, openers, 1);
+  lua_pushvalue(L, -2);
+  setfuncs(L, ltopic_functions, 1);
   return 1;
 }

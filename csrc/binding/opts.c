@@ -3,6 +3,8 @@
  * names the option. */
 #include <stdio.h>
 
+#include <string.h>
+
 #include "binding/binding.h"
 
 #define SIZE_LIMIT ((uint64_t)1 << 53) /* every integer below is exact in a double */
@@ -83,6 +85,13 @@ void opts_conn(lua_State *L, int t, conn_opts *o, const char *timeout_name, int 
   o->ping_interval_ms = opt_ms(L, t, "ping_interval", 0);
   o->ping_timeout_ms = opt_ms(L, t, "ping_timeout", o->ping_interval_ms);
   if (o->ping_interval_ms && !o->ping_timeout_ms) o->ping_timeout_ms = o->ping_interval_ms;
+  o->max_backlog = (size_t)opt_size(L, t, "max_backlog", o->max_backlog, 0, SIZE_LIMIT);
+  lua_getfield(L, t, "on_backlog");
+  const char *policy = lua_isnil(L, -1) ? "drop" : lua_tostring(L, -1);
+  if (!policy || (strcmp(policy, "drop") != 0 && strcmp(policy, "close") != 0))
+    luaL_error(L, "option 'on_backlog' must be \"drop\" or \"close\"");
+  o->backlog_close = strcmp(policy, "close") == 0;
+  lua_pop(L, 1);
 }
 
 /* A Lua array of strings as a C array kept alive on the Lua stack (the

@@ -7,6 +7,7 @@
 
 #include "transport/inbox.h"
 #include "transport/outq.h"
+#include "transport/topic.h"
 
 enum {
   DIRECT_WRITE_MIN = 64 * 1024,
@@ -93,6 +94,8 @@ struct conn {
   buf cipher;               /* TLS records waiting to be written */
   conn_write *inflight;     /* at most one uv_write at a time */
   inbox inbox;              /* messages the handler has not taken yet */
+  struct topic_member *topics; /* its subscriptions (topic.c) */
+  uint64_t dropped;            /* publishes dropped over max_backlog */
 };
 
 /* Bytes of our waiting writes that the kernel has taken so far. A write
@@ -126,6 +129,8 @@ void conn_opts_default(conn_opts *o) {
   o->close_timeout_ms = 5000;
   o->ping_interval_ms = 0;
   o->ping_timeout_ms = 0;
+  o->max_backlog = 1u << 20;
+  o->backlog_close = 0;
   pmd_config_default(&o->pmd);
 }
 
@@ -165,6 +170,7 @@ conn *conn_new(loop *l, int is_server, const conn_opts *o, const conn_role *role
 }
 
 static void conn_free(conn *c) {
+  topic_leave_all(c);
   if (c->role->on_free) c->role->on_free(c);
   inbox_free(&c->inbox, c->loop);
   session_free(&c->s);
@@ -185,6 +191,7 @@ void conn_unref(conn *c) {
 static void on_handle_closed(uv_handle_t *h) { conn_unref(h->data); }
 
 conn_link *conn_link_of(conn *c) { return &c->link; }
+struct topic_member **conn_topics(conn *c) { return &c->topics; }
 loop *conn_loop(const conn *c) { return c->loop; }
 uv_tcp_t *conn_tcp(conn *c) { return &c->tcp; }
 int conn_closing(const conn *c) { return c->tcp_closing; }
@@ -209,6 +216,7 @@ static size_t buffered(const conn *c) {
 static void close_handles(conn *c) {
   if (c->tcp_closing) return;
   c->tcp_closing = 1;
+  topic_leave_all(c);
   loop_unmark_dirty(c->loop, &c->obj);
   if (c->role->on_close) c->role->on_close(c);
   /* a dial retry may be closing the tcp handle already; its callback counts */
@@ -664,6 +672,7 @@ static void teardown(conn *c) {
  * finds the handles closing and does nothing. */
 static void hook_act(void *ud, unsigned a) {
   conn *c = ud;
+  if (c->topics && !session_live(&c->s)) topic_leave_all(c); /* nothing more may go to it */
   if (a & CLOSE_ACT_STOP_READING) stop_reading(c);
   if (a & CLOSE_ACT_WAKE) wake(c);
   if (a & CLOSE_ACT_TEARDOWN) teardown(c);
@@ -870,6 +879,7 @@ void conn_describe(conn *c, unsigned what, conn_info *out) {
   out->protocol = c->s.protocol;
   out->compressed = c->s.pmd != NULL;
   out->buffered = buffered(c);
+  out->dropped = c->dropped;
   out->remote[0] = out->peer_subject[0] = 0;
   if (what & CONN_INFO_REMOTE) remote_name(c, out->remote, sizeof out->remote);
   if ((what & CONN_INFO_PEER) && c->tls)
@@ -949,3 +959,85 @@ const char *conn_head(const conn *c, size_t *len, int *request) {
 }
 
 void conn_drop_head(conn *c) { session_drop_head(&c->s); }
+
+/* Publishing */
+
+void conn_shared_init(conn_shared *m, int binary, const void *data, size_t len) {
+  memset(m, 0, sizeof *m);
+  m->opcode = binary ? FRAME_BINARY : FRAME_TEXT;
+  m->data = data;
+  m->len = len;
+}
+
+void conn_shared_free(loop *l, conn_shared *m) {
+  if (m->plain) outq_block_unref(l, m->plain);
+  for (unsigned i = 0; i < m->nz; i++) outq_block_unref(l, m->z[i].frame);
+  m->plain = NULL;
+  m->nz = 0;
+}
+
+/* A whole unmasked frame in a shared block. */
+static struct outq_block *make_frame(int opcode, int rsv, const uint8_t *data, size_t len) {
+  uint8_t hdr[FRAME_MAX_HEADER];
+  size_t hl = frame_encode_header(hdr, 1, rsv, opcode, len, NULL);
+  struct outq_block *b = outq_block_new(hl + len);
+  if (!b) return NULL;
+  memcpy(b->data, hdr, hl);
+  if (len) memcpy(b->data + hl, data, len);
+  b->len = hl + len;
+  return b;
+}
+
+static struct outq_block *plain_frame(conn_shared *m) {
+  if (!m->plain) m->plain = make_frame(m->opcode, 0, m->data, m->len);
+  return m->plain;
+}
+
+/* The frame compressed by p, made once for every compressor whose output is
+ * the same; NULL when out of memory or when there are more distinct forms
+ * than CONN_SHARED_FORMS (then the caller compresses for c alone). */
+static struct outq_block *deflated_frame(conn *c, conn_shared *m, pmd *p) {
+  for (unsigned i = 0; i < m->nz; i++)
+    if (pmd_same_output(m->z[i].params, p)) return m->z[i].frame;
+  if (m->nz == CONN_SHARED_FORMS) return NULL;
+  buf *z = &c->loop->zbuf;
+  z->len = 0;
+  if (pmd_deflate(p, m->data, m->len, z)) return NULL;
+  struct outq_block *b = make_frame(m->opcode, FRAME_RSV1, (const uint8_t *)z->data, z->len);
+  if (z->cap > 1u << 20) buf_free(z); /* keep a modest scratch buffer only */
+  if (!b) return NULL;
+  m->z[m->nz].params = p;
+  m->z[m->nz++].frame = b;
+  return b;
+}
+
+/* Past max_backlog: drop this message for c, or close c with 1013; what
+ * was queued but not yet in flight goes with it then, so the close frame
+ * does not wait behind it. */
+static int over_backlog(conn *c) {
+  c->dropped++;
+  if (c->opts.backlog_close) {
+    outq_drop_unsealed(&c->q, c->loop);
+    static const char why[] = "subscriber too slow";
+    session_close(&c->s, FRAME_CLOSE_TRY_AGAIN, why, sizeof why - 1);
+  }
+  return CONN_DROPPED;
+}
+
+int conn_publish(conn *c, conn_shared *m) {
+  if (c->tcp_closing || !session_live(&c->s)) return CONN_CLOSED;
+  if (buffered(c) >= c->opts.max_backlog) return over_backlog(c);
+  pmd *p = c->s.pmd;
+  int compress = p && pmd_wants(p, m->len);
+  /* a client masks each frame afresh, and a compressor that keeps its
+   * context makes output of its own: those frame it for themselves */
+  struct outq_block *b = NULL;
+  if (c->is_server && !compress)
+    b = plain_frame(m);
+  else if (c->is_server && pmd_same_output(p, p))
+    b = deflated_frame(c, m, p);
+  if (!b) return session_send(&c->s, m->opcode, m->data, m->len);
+  if (outq_share(&c->q, c->loop, b)) return CONN_NOMEM;
+  mark_dirty(c);
+  return CONN_OK;
+}

@@ -34,12 +34,16 @@ typedef struct conn_opts {
   uint64_t close_timeout_ms;
   uint64_t ping_interval_ms; /* 0: no keepalive */
   uint64_t ping_timeout_ms;
-  pmd_config pmd; /* permessage-deflate wishes */
+  size_t max_backlog; /* queued bytes past which a publish is not queued */
+  int backlog_close;  /* past it: close with 1013 (else drop the publish) */
+  pmd_config pmd;     /* permessage-deflate wishes */
 } conn_opts;
 
 void conn_opts_default(conn_opts *o);
 
 typedef struct conn conn;
+struct topic_member;
+struct outq_block;
 
 /* What a conn's owner (server.c or dial.c) is told; this keeps conn.c from
  * knowing either (no include circle). */
@@ -65,7 +69,8 @@ enum {
   CONN_WAIT = 1,
   CONN_CLOSED = SESSION_CLOSED,
   CONN_NOMEM = SESSION_NOMEM,
-  CONN_TOOBIG = SESSION_TOOBIG
+  CONN_TOOBIG = SESSION_TOOBIG,
+  CONN_DROPPED = 8 /* conn_publish: over max_backlog */
 };
 
 /* The largest high-water mark (the write path relies on it and on
@@ -110,6 +115,34 @@ void conn_release(conn *c);
 void conn_ref(conn *c);
 void conn_unref(conn *c);
 
+/* The head of c's list of topic memberships (topic.c keeps it). */
+struct topic_member **conn_topics(conn *c);
+
+/* One message published to many connections: its frames are built on first
+ * need, once per form (plain, or compressed with each distinct set of
+ * parameters), and the same bytes are queued for every subscriber. */
+enum { CONN_SHARED_FORMS = 4 };
+typedef struct conn_shared {
+  int opcode;
+  const uint8_t *data;
+  size_t len;
+  struct outq_block *plain;
+  struct {
+    const pmd *params; /* a subscriber's compressor standing for its parameters */
+    struct outq_block *frame;
+  } z[CONN_SHARED_FORMS];
+  unsigned nz;
+} conn_shared;
+
+void conn_shared_init(conn_shared *m, int binary, const void *data, size_t len);
+void conn_shared_free(loop *l, conn_shared *m);
+
+/* Queues a published message for c, after what c queued before (the text
+ * was checked by the publisher): CONN_OK; CONN_DROPPED when c's queue is
+ * past max_backlog (counted in c's dropped; closed with 1013 when the policy
+ * says so); CONN_CLOSED when c may not be sent to; CONN_NOMEM. Never waits. */
+int conn_publish(conn *c, conn_shared *m);
+
 /* Starts TLS on c (server: right after accept; client: before dialing);
  * host is the client's SNI and name to verify, or NULL. 0 or -1. */
 int conn_use_tls(conn *c, tls_ctx *ctx, const char *host);
@@ -132,6 +165,7 @@ typedef struct conn_info {
   const char *protocol;     /* chosen subprotocol, or NULL */
   int compressed;           /* permessage-deflate was negotiated */
   size_t buffered;          /* bytes queued or in flight */
+  uint64_t dropped;         /* publishes dropped over max_backlog */
   char remote[96];          /* "ip:port" (CONN_INFO_REMOTE), "" when unknown */
   char peer_subject[512];   /* peer certificate subject (CONN_INFO_PEER), "" when none */
 } conn_info;

@@ -1,5 +1,7 @@
 #include "transport/loop.h"
 
+#include "transport/topic.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +50,7 @@ void loop_close(loop *l) {
   uv_walk(&l->uv, close_any, NULL);
   uv_run(&l->uv, UV_RUN_DEFAULT);
   uv_loop_close(&l->uv);
+  topic_table_free(l);
   if (l->tls_client) tls_ctx_unref(l->tls_client);
   buf_free(&l->zbuf);
   free(l->plain);

@@ -85,6 +85,7 @@ typedef struct loop {
   loop_obj *dirty;
   int closing;
   struct tls_ctx *tls_client; /* default client TLS config, made on first use */
+  struct topic_table *topics; /* made on the first subscribe (topic.c) */
   buf zbuf;                   /* scratch for compressing one message */
   /* Large message and write buffers come and go at a high rate; giving each
    * back to malloc makes glibc trim and regrow its heap (page faults on every

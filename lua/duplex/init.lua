@@ -137,6 +137,20 @@ function duplex.connect(target, opts)
   })
 end
 
+-- Topics ----------------------------------------------------------------------
+
+-- To every subscriber of topic in this process: queued, dropped. Never waits.
+function duplex.publish(topic, data, kind)
+  WS.check_topic(topic, "publish")
+  WS.check_message(data, kind, "publish")
+  return core.publish(topic, data, kind)
+end
+
+function duplex.subscribers(topic)
+  WS.check_topic(topic, "subscribers")
+  return core.subscribers(topic)
+end
+
 -- Scheduling and embedding ---------------------------------------------------
 
 function duplex.spawn(fn, ...)

@@ -16,6 +16,7 @@ local live = {
   close_clean = function(c) return select(3, c:close_info()) end,
   state = function(c) return select(2, c:info()) end,
   buffered = function(c) return c:buffered() end,
+  dropped = function(c) return c:dropped() end,
 }
 
 function WS.split_target(target)
@@ -114,6 +115,61 @@ function methods:close(code, reason)
   local _, _, clean, err = c:close_info()
   if clean then return true end
   return nil, err or "closed"
+end
+
+-- Topics ---------------------------------------------------------------------
+
+local MAX_TOPIC = 1024
+
+-- Raises at the caller's caller (the user's line) for a bad topic.
+function WS.check_topic(topic, fname)
+  if type(topic) ~= "string" then
+    error("bad argument #1 to '" .. fname .. "' (topic string expected, got " .. type(topic) .. ")", 3)
+  end
+  if topic == "" or #topic > MAX_TOPIC then
+    error("bad argument #1 to '" .. fname .. "' (a topic is a non-empty string of at most "
+      .. MAX_TOPIC .. " bytes)", 3)
+  end
+end
+
+function WS.check_message(data, kind, fname)
+  if type(data) ~= "string" then
+    error("bad argument #2 to '" .. fname .. "' (string expected, got " .. type(data) .. ")", 3)
+  end
+  if kind ~= nil and not kinds[kind] then
+    error("bad argument #3 to '" .. fname .. "' (\"text\" or \"binary\" expected)", 3)
+  end
+end
+
+local check_topic, check_message = WS.check_topic, WS.check_message
+
+-- true (also when subscribed already), or nil, "closed".
+function methods:subscribe(topic)
+  check_topic(topic, "subscribe")
+  return self._c:subscribe(topic)
+end
+
+-- true when it was subscribed. What was published before it stays queued.
+function methods:unsubscribe(topic)
+  check_topic(topic, "unsubscribe")
+  return self._c:unsubscribe(topic)
+end
+
+function methods:subscribed(topic)
+  check_topic(topic, "subscribed")
+  return self._c:subscribed(topic)
+end
+
+-- A fresh array of this connection's topics.
+function methods:topics()
+  return self._c:topics()
+end
+
+-- To every subscriber of topic but this connection: queued, dropped.
+function methods:publish(topic, data, kind)
+  check_topic(topic, "publish")
+  check_message(data, kind, "publish")
+  return self._c:publish(topic, data, kind)
 end
 
 -- Drops the TCP connection at once, without a close frame.

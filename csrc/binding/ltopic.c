@@ -1,0 +1,113 @@
+/* Topics for Lua: the subscribe methods of duplex.conn and the module's
+ * publish and subscribers. */
+#include <string.h>
+
+#include "binding/binding.h"
+#include "transport/topic.h"
+
+static const char *check_topic(lua_State *L, int i, size_t *len) {
+  const char *name = luaL_checklstring(L, i, len);
+  luaL_argcheck(L, *len > 0 && *len <= TOPIC_MAX_NAME, i,
+                "topic must be a non-empty string of at most 1024 bytes");
+  return name;
+}
+
+static int l_subscribe(lua_State *L) {
+  conn *c = lconn_check(L, 1);
+  size_t len;
+  const char *name = check_topic(L, 2, &len);
+  conn_info i;
+  conn_describe(c, 0, &i);
+  if (strcmp(i.state, "open") != 0) return binding_error(L, "closed");
+  if (topic_subscribe(c, name, len) < 0) return binding_error(L, "out of memory");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_unsubscribe(lua_State *L) {
+  conn *c = lconn_check(L, 1);
+  size_t len;
+  const char *name = check_topic(L, 2, &len);
+  lua_pushboolean(L, topic_unsubscribe(c, name, len));
+  return 1;
+}
+
+static int l_subscribed(lua_State *L) {
+  conn *c = lconn_check(L, 1);
+  size_t len;
+  const char *name = check_topic(L, 2, &len);
+  lua_pushboolean(L, topic_subscribed(c, name, len));
+  return 1;
+}
+
+typedef struct names {
+  lua_State *L;
+  int n;
+} names;
+
+static void add_name(void *ud, const char *name, size_t len) {
+  names *t = ud;
+  lua_pushlstring(t->L, name, len);
+  lua_rawseti(t->L, -2, ++t->n);
+}
+
+/* A fresh table: the caller may change its subscriptions while walking it. */
+static int l_topics(lua_State *L) {
+  conn *c = lconn_check(L, 1);
+  names t = {L, 0};
+  lua_newtable(L);
+  topic_each(c, add_name, &t);
+  return 1;
+}
+
+static int l_dropped(lua_State *L) {
+  conn_info i;
+  conn_describe(lconn_check(L, 1), 0, &i);
+  lua_pushnumber(L, (lua_Number)i.dropped);
+  return 1;
+}
+
+/* publish(topic, data, kind) from arguments at base; except: the sender. */
+static int publish(lua_State *L, int base, conn *except) {
+  size_t len, n;
+  const char *name = check_topic(L, base, &len);
+  const char *data = luaL_checklstring(L, base + 1, &n);
+  const char *kind = luaL_optstring(L, base + 2, "text");
+  int binary = strcmp(kind, "binary") == 0;
+  if (!binary && strcmp(kind, "text") != 0)
+    return luaL_argerror(L, base + 2, "expected \"text\" or \"binary\"");
+  size_t queued, dropped;
+  switch (topic_publish(binding_loop(L), name, len, data, n, binary, except, &queued, &dropped)) {
+  case CONN_OK:
+    lua_pushinteger(L, (lua_Integer)queued);
+    lua_pushinteger(L, (lua_Integer)dropped);
+    return 2;
+  case CONN_BAD_UTF8:
+    return binding_error(L, "text message is not valid UTF-8");
+  case CONN_TOOBIG:
+    return binding_error(L, "message too large to send");
+  default:
+    return binding_error(L, "out of memory");
+  }
+}
+
+static int l_conn_publish(lua_State *L) { return publish(L, 2, lconn_check(L, 1)); }
+static int l_publish(lua_State *L) { return publish(L, 1, NULL); }
+
+static int l_subscribers(lua_State *L) {
+  size_t len;
+  const char *name = check_topic(L, 1, &len);
+  lua_pushinteger(L, (lua_Integer)topic_count(binding_loop(L), name, len));
+  return 1;
+}
+
+const luaL_Reg ltopic_conn_methods[] = {{"subscribe", l_subscribe},
+                                        {"unsubscribe", l_unsubscribe},
+                                        {"subscribed", l_subscribed},
+                                        {"topics", l_topics},
+                                        {"publish", l_conn_publish},
+                                        {"dropped", l_dropped},
+                                        {NULL, NULL}};
+
+const luaL_Reg ltopic_functions[] = {
+    {"publish", l_publish}, {"subscribers", l_subscribers}, {NULL, NULL}};
