@@ -63,10 +63,13 @@ duplex/core.so: $(BUILD)/duplex/core.so
 build/ctest/%: csrc/test/%.c $(PROTO_SRC) $(CORE_HDR) csrc/test/*.h
 	@mkdir -p build/ctest
 	$(CC) $(CSTD) -O1 -g $(WARN) -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-	  -Icsrc $(filter %.c,$^) $(DEP_CFLAGS) $(DEP_LIBS) -o $@
+	  -Icsrc $(filter %.c,$^) $(DEP_CFLAGS) $(DEP_LIBS) $(CTEST_LDFLAGS) -o $@
 
 # C tests of a transport file link it besides the protocol layer
 build/ctest/test_tls: csrc/transport/tls.c
+# test_topic runs the whole transport and counts allocations
+build/ctest/test_topic: $(TRANSPORT_SRC)
+build/ctest/test_topic: CTEST_LDFLAGS = -Wl,--wrap=malloc
 
 ctest: $(CTESTS)
 	@sh .ci/ctest $(CTESTS)

@@ -24,8 +24,8 @@ int binding_error(lua_State *L, const char *msg) {
   return 2;
 }
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                      const luaL_Reg *more, lua_CFunction gc) {
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *more,
+                      lua_CFunction gc) {
   luaL_newmetatable(L, name);
   lua_newtable(L);
   lua_pushvalue(L, -3); /* the loop */

@@ -84,16 +84,16 @@ struct conn {
   unsigned tcp_closing : 1;
   unsigned reading : 1;
   unsigned awaiting_pong : 1;
-  unsigned pong_grace : 2;  /* loop iterations granted past the pong deadline */
-  unsigned want_write : 1;  /* a sender waits for the queue to drain */
-  unsigned tls_ready : 1;   /* the TLS handshake is done */
-  unsigned tls_closing : 1; /* close_notify queued */
-  tls *tls;                 /* NULL for plain TCP */
-  loop_task tls_wait;       /* queued while its TLS handshake waits for budget */
-  outq q;                   /* frames queued (plaintext), the front maybe in flight */
-  buf cipher;               /* TLS records waiting to be written */
-  conn_write *inflight;     /* at most one uv_write at a time */
-  inbox inbox;              /* messages the handler has not taken yet */
+  unsigned pong_grace : 2;     /* loop iterations granted past the pong deadline */
+  unsigned want_write : 1;     /* a sender waits for the queue to drain */
+  unsigned tls_ready : 1;      /* the TLS handshake is done */
+  unsigned tls_closing : 1;    /* close_notify queued */
+  tls *tls;                    /* NULL for plain TCP */
+  loop_task tls_wait;          /* queued while its TLS handshake waits for budget */
+  outq q;                      /* frames queued (plaintext), the front maybe in flight */
+  buf cipher;                  /* TLS records waiting to be written */
+  conn_write *inflight;        /* at most one uv_write at a time */
+  inbox inbox;                 /* messages the handler has not taken yet */
   struct topic_member *topics; /* its subscriptions (topic.c) */
   uint64_t dropped;            /* publishes dropped over max_backlog */
 };
@@ -191,7 +191,9 @@ void conn_unref(conn *c) {
 static void on_handle_closed(uv_handle_t *h) { conn_unref(h->data); }
 
 conn_link *conn_link_of(conn *c) { return &c->link; }
-struct topic_member **conn_topics(conn *c) { return &c->topics; }
+struct topic_member **conn_topics(conn *c) {
+  return &c->topics;
+}
 loop *conn_loop(const conn *c) { return c->loop; }
 uv_tcp_t *conn_tcp(conn *c) { return &c->tcp; }
 int conn_closing(const conn *c) { return c->tcp_closing; }

@@ -17,8 +17,8 @@ struct topic {
   topic *hnext;
   uint64_t hash;
   topic_member *first, *last;
-  size_t n;          /* subscribers */
-  unsigned pinned;   /* publishes walking it: freed after them */
+  size_t n;        /* subscribers */
+  unsigned pinned; /* publishes walking it: freed after them */
   size_t len;
   char name[];
 };
