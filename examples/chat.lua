@@ -2,11 +2,14 @@
 --   lua examples/chat.lua [port]        (default 8080, on 127.0.0.1)
 --
 -- The page (examples/chat.html, next to this script) is served at "/" through
--- the `http` option; browsers then open a WebSocket to /chat?nick=NAME. Every
--- text message a browser sends goes to everyone in the room as a small JSON
--- object: {"type":"message","nick":"ann","text":"hi"}; joins and leaves are
--- {"type":"join"|"leave","nick":"ann","count":3}. A newcomer first gets
--- {"type":"welcome","nick":"ann","count":3} with the name the room gave it.
+-- the `http` option; browsers then open a WebSocket to /chat?nick=NAME, or
+-- /chat?nick=NAME&room=ROOM for a room other than the lobby. Each room is a
+-- topic: every text message a browser sends is published to everyone in its
+-- room as a small JSON object: {"type":"message","nick":"ann","text":"hi"};
+-- joins and leaves are {"type":"join"|"leave","nick":"ann","count":3}. A
+-- newcomer first gets {"type":"welcome","nick":"ann","count":3} with the
+-- name the room gave it. A client that falls 256 KiB behind misses messages
+-- (max_backlog) until it catches up; nobody else waits for it.
 --
 -- The file can also be loaded as a module by passing it a table, which is
 -- how the specs reuse it:  local chat = loadfile("examples/chat.lua")({})
@@ -21,7 +24,7 @@ if as_module then script = (...).script or "examples/chat.lua" end
 local dir = script:match("^(.*)[/\\]") or "."
 local page_path = dir .. "/chat.html"
 
-local MAX_NICK = 24
+local MAX_NICK, MAX_ROOM = 24, 64
 local SLOW_CLIENT = 256 * 1024  -- bytes waiting to go out before we skip a client
 
 -- JSON text for a flat table of strings and numbers.
@@ -60,20 +63,8 @@ end
 
 -- The room -----------------------------------------------------------------
 
-local clients = {}  -- ws -> nickname
-local count = 0
+local clients = {}  -- ws -> nickname (every room)
 local guests = 0
-
--- Sends text to everyone. Each send runs in its own coroutine, so a client
--- whose socket is full can only hold up itself; a client that has fallen
--- more than SLOW_CLIENT bytes behind misses messages until it catches up.
-local function broadcast(text)
-  for ws in pairs(clients) do
-    if ws.buffered <= SLOW_CLIENT then
-      duplex.spawn(ws.send, ws, text)
-    end
-  end
-end
 
 -- Whether s is well-formed UTF-8 (a nickname comes from the URL, as bytes).
 local function valid_utf8(s)
@@ -92,18 +83,24 @@ local function valid_utf8(s)
   return true
 end
 
-local function clean_nick(nick)
-  nick = (nick or ""):gsub("%c", ""):gsub("^%s+", ""):gsub("%s+$", "")
-  if not valid_utf8(nick) then nick = "" end
-  if #nick > MAX_NICK then  -- cut at a character boundary
+-- Printable, valid UTF-8, at most max bytes (cut at a character boundary).
+local function clean_name(name, max)
+  name = (name or ""):gsub("%c", ""):gsub("^%s+", ""):gsub("%s+$", "")
+  if not valid_utf8(name) then name = "" end
+  if #name > max then
     local cut = {}
     local len = 0
-    for ch in nick:gmatch("[\1-\127\194-\244][\128-\191]*") do
-      if len + #ch > MAX_NICK then break end
+    for ch in name:gmatch("[\1-\127\194-\244][\128-\191]*") do
+      if len + #ch > max then break end
       cut[#cut + 1], len = ch, len + #ch
     end
-    nick = table.concat(cut)
+    name = table.concat(cut)
   end
+  return name
+end
+
+local function clean_nick(nick)
+  nick = clean_name(nick, MAX_NICK)
   if nick == "" then
     guests = guests + 1
     nick = "guest" .. guests
@@ -112,23 +109,26 @@ local function clean_nick(nick)
 end
 
 local function handler(ws)
-  local nick = clean_nick(query_param(ws.request.query, "nick"))
-  count = count + 1
-  ws:send(json({ type = "welcome", nick = nick, count = count }, FIELDS))
+  local query = ws.request.query
+  local nick = clean_nick(query_param(query, "nick"))
+  local room = "room:" .. (clean_name(query_param(query, "room"), MAX_ROOM):match("^.+$") or "lobby")
+  ws:subscribe(room)
   clients[ws] = nick
-  broadcast(json({ type = "join", nick = nick, count = count }, FIELDS))
+  local count = duplex.subscribers(room)
+  ws:send(json({ type = "welcome", nick = nick, count = count }, FIELDS))
+  duplex.publish(room, json({ type = "join", nick = nick, count = count }, FIELDS))
   -- A while loop rather than `for msg in ws:messages()`: PUC Lua 5.1 cannot
   -- yield inside a for iterator.
   while true do
     local msg, kind = ws:receive()
     if not msg then break end
     if kind == "text" then
-      broadcast(json({ type = "message", nick = nick, text = msg }, FIELDS))
+      duplex.publish(room, json({ type = "message", nick = nick, text = msg }, FIELDS))
     end
   end
+  ws:unsubscribe(room) -- a closed connection has left already; this one may not be closed yet
   clients[ws] = nil
-  count = count - 1
-  broadcast(json({ type = "leave", nick = nick, count = count }, FIELDS))
+  duplex.publish(room, json({ type = "leave", nick = nick, count = duplex.subscribers(room) }, FIELDS))
 end
 
 local function http(req)
@@ -155,6 +155,7 @@ local function start(opts)
     port = opts.port or 8080,
     http = opts.http or http,
     max_message = 64 * 1024,
+    max_backlog = SLOW_CLIENT,
     on_error = opts.on_error,
   }, handler)
 end
