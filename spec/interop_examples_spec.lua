@@ -98,6 +98,58 @@ describe("examples", function()
     end, 40)
   end)
 
+  it("chat.lua keeps rooms apart", function()
+    support.run(function()
+      local _, port = start_example("examples/chat.lua", "http://127.0.0.1:(%d+)/")
+      local base = ("ws://127.0.0.1:%d/chat"):format(port)
+      local a = assert(duplex.connect(base .. "?nick=ann&room=red"))
+      assert.equal('{"type":"welcome","nick":"ann","count":1}', receive_json(a))
+      assert.equal('{"type":"join","nick":"ann","count":1}', receive_json(a))
+      local b = assert(duplex.connect(base .. "?nick=bob&room=blue"))
+      assert.equal('{"type":"welcome","nick":"bob","count":1}', receive_json(b))
+      assert.equal('{"type":"join","nick":"bob","count":1}', receive_json(b))
+      local c = assert(duplex.connect(base .. "?nick=cy&room=red"))
+      assert.equal('{"type":"welcome","nick":"cy","count":2}', receive_json(c))
+      assert.equal('{"type":"join","nick":"cy","count":2}', receive_json(c))
+      assert.equal('{"type":"join","nick":"cy","count":2}', receive_json(a))
+      assert(b:send("only blue"))
+      assert.equal('{"type":"message","nick":"bob","text":"only blue"}', receive_json(b))
+      assert(a:send("only red"))
+      assert.equal('{"type":"message","nick":"ann","text":"only red"}', receive_json(c))
+      -- nothing from red reached blue: the next thing b sees is its own
+      assert(b:send("again"))
+      assert.equal('{"type":"message","nick":"bob","text":"again"}', receive_json(b))
+      a:close(); b:close(); c:close()
+    end, 30)
+  end)
+
+  it("dashboard.lua serves its page and ticks to every viewer", function()
+    support.run(function()
+      local _, port = start_example("examples/dashboard.lua", "http://127.0.0.1:(%d+)/")
+      if has_luasocket then
+        local http = require "socket.http"
+        local body, code = http.request(("http://127.0.0.1:%d/"):format(port))
+        assert.equal(200, code)
+        assert.matches("<title>duplex dashboard</title>", body, 1, true)
+      end
+      local url = ("ws://127.0.0.1:%d/live"):format(port)
+      local a = assert(duplex.connect(url))
+      local b = assert(duplex.connect(url))
+      local seen = {}
+      for _, ws in ipairs({ a, b }) do
+        for _ = 1, 3 do -- the first tick at once, then one a second
+          local msg = receive_json(ws)
+          local seq, viewers = msg:match('^{"type":"tick","seq":(%d+),"time":"%d%d:%d%d:%d%d","viewers":(%d+),"load":"[%d.]+","rss_kib":%d+}$')
+          assert.truthy(seq, msg)
+          assert.is_true(tonumber(viewers) >= 1)
+          seen[#seen + 1] = tonumber(seq)
+        end
+      end
+      assert.is_true(seen[3] > seen[2] and seen[6] > seen[5])
+      a:close(); b:close()
+    end, 30)
+  end)
+
   it("broadcast.lua relays messages to the others and ticks", function()
     support.run(function()
       local _, port = start_example("examples/broadcast.lua", "ws://127.0.0.1:(%d+)/")
