@@ -43,6 +43,11 @@ local function handler(ws)
   if path == "/error" then
     ws:receive()
     error("deliberate handler error")
+  elseif path == "/topic" then
+    assert(ws:subscribe("cycle"))
+    assert(ws:subscribe("cycle:" .. tostring(ws.remote)))
+    assert(ws:send("subscribed"))
+    echo(ws)
   elseif path == "/server-closes" then
     ws:receive()
     ws:close(4000, "server leaves")
@@ -92,6 +97,26 @@ helpers.run(function()
       client_cycle("wss://127.0.0.1:" .. tls.port .. "/echo", { tls = { ca = cert } }, payload)
     end
     count(kind)
+  end
+
+  -- Topics: one publish shared by plain, compressed (with and without
+  -- context takeover) and TLS subscribers, who then leave by abort and close
+  for round = 1, 10 do
+    local subs = {
+      assert(duplex.connect(helpers.url(plain.port, "/topic"))),
+      assert(duplex.connect(helpers.url(deflate.port, "/topic"))),
+      assert(duplex.connect(helpers.url(deflate_nct.port, "/topic"), { compression = { context_takeover = false } })),
+    }
+    if tls then subs[#subs + 1] = assert(duplex.connect("wss://127.0.0.1:" .. tls.port .. "/topic", { tls = { ca = cert } })) end
+    for _, ws in ipairs(subs) do assert(ws:receive() == "subscribed") end
+    local payload = (round % 2 == 0) and big or "hello topic"
+    local queued = duplex.publish("cycle", payload)
+    assert(queued == #subs, "published to " .. tostring(queued))
+    for _, ws in ipairs(subs) do assert(ws:receive() == payload) end
+    subs[1]:abort()
+    subs[1]:wait_closed()
+    for i = 2, #subs do assert(subs[i]:close()) end
+    count("topic")
   end
 
   -- Abnormal endings ----------------------------------------------------------
