@@ -43,20 +43,20 @@ static int connect_all(loop *l, server *s) {
   return 0;
 }
 
-/* Steps until clients skip..N-1 got one message each, which must equal
- * want; clients 0..skip-1 must get none. */
-static int receive_all(loop *l, int skip, const char *want, size_t len, int *same) {
-  int n = N - skip;
-  int got[N] = {0}, have = 0;
+/* Steps until n clients got one message each (and a few steps more, for
+ * any extra), which must equal want; returns how many clients got it. (The
+ * server accepts in its own order, so which clients are left out is not
+ * known here, only how many.) */
+static int receive_all(loop *l, int n, const char *want, size_t len, int *same) {
+  int got[N] = {0}, have = 0, extra = 20;
   *same = 1;
-  for (int step = 0; step < STEPS && have < n; step++) {
+  for (int step = 0; step < STEPS && (have < n || extra-- > 0); step++) {
     loop_step(l, 5);
     loop_take_ready(l);
     for (int i = 0; i < N; i++) {
       conn_message m;
       while (conn_receive(clients[i], &m) == CONN_OK) {
         if (m.len != len || memcmp(m.data, want, len) != 0 || got[i]) *same = 0;
-        if (i < skip) *same = 0;
         if (!got[i]++) have++;
         conn_message_done(clients[i], &m);
       }
@@ -81,7 +81,7 @@ static void publish_counts(loop *l, server *s) {
   CHECK(blocks >= 2 && blocks <= 8);
   printf("publish to %d subscribers: %lu allocations\n", N, blocks);
   int same;
-  CHECK_EQ(receive_all(l, 0, msg, sizeof msg, &same), N);
+  CHECK_EQ(receive_all(l, N, msg, sizeof msg, &same), N);
   CHECK(same);
   (void)s;
 }
@@ -97,7 +97,7 @@ static void membership(loop *l) {
   CHECK_EQ(topic_publish(l, "t", 1, "x", 1, 0, servers[1], &queued, &dropped), CONN_OK);
   CHECK_EQ(queued, N - 2); /* neither the one that left nor the sender */
   int same;
-  CHECK_EQ(receive_all(l, 2, "x", 1, &same), N - 2); /* not the one that left, nor the sender */
+  CHECK_EQ(receive_all(l, N - 2, "x", 1, &same), N - 2); /* not the one that left, nor the sender */
   CHECK(same);
   CHECK_EQ(topic_publish(l, "t", 1, "\xff", 1, 0, NULL, &queued, &dropped), CONN_BAD_UTF8);
   CHECK_EQ(topic_publish(l, "none", 4, "x", 1, 0, NULL, &queued, &dropped), CONN_OK);

@@ -9,7 +9,8 @@ enum {
   /* libuv buffer lengths are unsigned ints: a longer segment goes as
    * several buffers */
   CHUNK = 1 << 30,
-  RING_FIRST = 8
+  RING_FIRST = 8,
+  RING_MAX = 1 << 30 /* segments: far beyond what the send limits let queue */
 };
 
 outq_block *outq_block_new(size_t len) {
@@ -57,7 +58,8 @@ static int ring_grow(outq *q) {
     q->head = 0;
     return 0;
   }
-  size_t cap = q->cap == 1 ? RING_FIRST : q->cap * 2;
+  if (q->cap >= RING_MAX) return -1;
+  uint32_t cap = q->cap == 1 ? RING_FIRST : q->cap * 2;
   outq_seg *r = malloc(cap * sizeof *r);
   if (!r) return -1;
   for (size_t i = 0; i < q->n; i++) r[i] = *seg_at(q, i);
@@ -133,7 +135,7 @@ int outq_append(outq *q, loop *l, const uint8_t *a, size_t an, const uint8_t *b,
 
 int outq_control(outq *q, loop *l, const uint8_t *a, size_t an, const uint8_t *b, size_t bn,
                  const uint8_t *mask) {
-  size_t at = q->sealed + q->ctrl;
+  uint32_t at = q->sealed + q->ctrl;
   if (add(q, l, at, a, an, b, bn, mask)) return -1;
   q->ctrl++; /* always a segment of its own (see add) */
   return 0;
@@ -179,9 +181,9 @@ size_t outq_seal(outq *q, size_t want, unsigned max) {
     bytes += s->len;
     i++;
   }
-  size_t k = i - q->sealed;
+  uint32_t k = (uint32_t)(i - q->sealed);
   q->ctrl = q->ctrl > k ? q->ctrl - k : 0;
-  q->sealed = i;
+  q->sealed = (uint32_t)i;
   return bytes;
 }
 

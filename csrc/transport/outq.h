@@ -44,10 +44,10 @@ typedef struct outq_seg {
 typedef struct outq {
   outq_seg ring_one; /* the ring while it holds one segment */
   outq_seg *ring;    /* segments [head, head + n) modulo cap (a power of 2) */
-  size_t cap, head, n;
-  size_t sealed; /* segments at the front covered by the write in flight */
-  size_t ctrl;   /* control frames right behind them */
-  size_t bytes;  /* in all segments */
+  size_t bytes;      /* in all segments */
+  uint32_t cap, head, n;
+  uint32_t sealed; /* segments at the front covered by the write in flight */
+  uint32_t ctrl;   /* control frames right behind them */
 } outq;
 
 /* Appends a frame: a[0..an) then b[0..bn), b XOR-masked with mask when not
