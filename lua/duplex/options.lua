@@ -61,7 +61,8 @@ local function distance(a, b)
   return prev[lb]
 end
 
--- The known name closest to name: within 2 edits, or one a prefix of the other.
+-- The known name closest to name: within 2 edits, or one a prefix or a
+-- suffix of the other ("protocol", "handshake_timeout" for a client).
 local function suggest(name, schema)
   local names = {}
   for known in pairs(schema) do names[#names + 1] = known end
@@ -69,9 +70,10 @@ local function suggest(name, schema)
   local best, best_d
   for _, known in ipairs(names) do
     local d = distance(name, known)
-    if d > 2 and #name >= 3 and #known >= 3 and
-      (known:sub(1, #name) == name or name:sub(1, #known) == known) then
-      d = 2.5
+    if d > 2 and #name >= 3 and #known >= 3 then
+      local short, long = name, known
+      if #short > #long then short, long = long, short end
+      if long:sub(1, #short) == short or long:sub(-#short) == short then d = 2.5 end
     end
     if d <= 2.5 and (not best_d or d < best_d) then best, best_d = known, d end
   end
