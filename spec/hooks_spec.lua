@@ -201,6 +201,30 @@ describe("the accept hook", function()
   end)
 end)
 
+describe("the accept hook over TLS", function()
+  it("accepts and refuses wss:// upgrades", function()
+    run(function()
+      local p = require("helpers.pki").get()
+      local server = helpers.serve({
+        tls = { cert = p.server_cert, key = p.server_key, ca = p.ca },
+        accept = function(req)
+          duplex.sleep(0.02)
+          if req.params.no then return 403, {}, "no\n" end
+        end,
+      }, function(ws) ws:send("tls " .. ws.request.path) end)
+      local url = "wss://localhost:" .. server.port
+      local ws = assert(helpers.connect(url .. "/in", { tls = { ca = p.ca } }))
+      assert.are.equal("tls /in", ws:receive(3))
+      assert.is_true(ws:close())
+      local none, err, response = helpers.connect(url .. "/out?no=1", { tls = { ca = p.ca } })
+      assert.is_nil(none)
+      assert.matches("HTTP 403", err)
+      assert.are.equal(403, response.status)
+      server:close()
+    end)
+  end)
+end)
+
 describe("request params", function()
   it("parses the query string: decoded, first value wins, bad escapes kept", function()
     assert.are.same({}, url.params(nil))

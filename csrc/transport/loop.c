@@ -141,6 +141,7 @@ static void on_alarm(uv_timer_t *t) {
 
 void loop_alarm(loop *l, int64_t id, uint64_t ms) {
   l->alarm_id = id;
+  uv_update_time(&l->uv); /* the due time was reckoned from a fresh clock */
   uv_timer_start(&l->alarm_timer, on_alarm, ms, 0);
   uv_ref((uv_handle_t *)&l->alarm_timer); /* as a sleeper does */
 }

@@ -171,18 +171,6 @@ local function fire_timers()
   rearm()
 end
 
-local function park(id, co)
-  -- one waiter is the common case: no table for it
-  local w = waiting[id]
-  if w == nil then
-    waiting[id] = co
-  elseif type(w) == "thread" then
-    waiting[id] = { w, co }
-  else
-    w[#w + 1] = co
-  end
-end
-
 -- Takes co off id's waiters: true when it was there (not woken yet).
 local function unpark(id, co)
   local w = waiting[id]
@@ -208,19 +196,23 @@ local function wait_expired(e)
   end
 end
 
-local function current_or_raise()
+-- Parks the running coroutine until id is woken: true. With a timeout (in
+-- seconds), false once that passed without a wake-up. A wait without one
+-- costs what it did before timeouts existed: no table, no timer.
+function M.wait(id, timeout)
   local co = M.current()
   if not co then
-    error("duplex: this call waits, so it must run inside a coroutine (use duplex.run or duplex.spawn)", 4)
+    error("duplex: this call waits, so it must run inside a coroutine (use duplex.run or duplex.spawn)", 3)
   end
-  return co
-end
-
--- Parks the running coroutine until id is woken: true. With a timeout (in
--- seconds), false once that passed without a wake-up.
-function M.wait(id, timeout)
-  local co = current_or_raise()
-  park(id, co)
+  -- one waiter is the common case: no table for it
+  local w = waiting[id]
+  if w == nil then
+    waiting[id] = co
+  elseif type(w) == "thread" then
+    waiting[id] = { w, co }
+  else
+    w[#w + 1] = co
+  end
   if timeout == nil then
     coroutine.yield()
     return true
