@@ -67,8 +67,8 @@ typedef struct loop {
   uv_timer_t step_timer;  /* bounds one step's wait */
   uv_timer_t sleep_timer; /* fires for the earliest sleeper */
   uv_timer_t alarm_timer; /* the Lua scheduler's own timers (loop_alarm) */
-  int64_t alarm_id;
-  uv_idle_t kick; /* active: the step must not wait for I/O */
+  int64_t alarm_id;       /* the id it wakes */
+  uv_idle_t kick;         /* active: the step must not wait for I/O */
   /* ids of waitables whose waiters may run now; duplicates are allowed (the
    * Lua scheduler folds them). wake_all is set when the list could not grow,
    * so that no wake-up is ever lost, only made coarse. */
