@@ -431,6 +431,24 @@ describe("timers", function()
     end)
   end)
 
+  it("fire in order when most of many are stopped", function()
+    run(function()
+      local fired, timers = {}, {}
+      for i = 1, 300 do
+        local delay = 0.02 + (i * 7919 % 300) / 3000 -- 0.02 .. 0.12 s, shuffled
+        timers[i] = { delay = delay, t = duplex.after(delay, function() fired[#fired + 1] = i end) }
+      end
+      local keep = {}
+      for i = 1, 300 do
+        if i % 50 == 0 then keep[#keep + 1] = i else assert.is_true(timers[i].t:stop()) end
+      end
+      table.sort(keep, function(a, b) return timers[a].delay < timers[b].delay end)
+      assert.truthy(helpers.wait_until(function() return #fired == #keep end, 3))
+      duplex.sleep(0.15)
+      assert.are.same(keep, fired)
+    end)
+  end)
+
   it("an error in one run is reported like a spawned coroutine's, and the others go on", function()
     run(function()
       local written = {}
