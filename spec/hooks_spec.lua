@@ -169,6 +169,53 @@ describe("the accept hook", function()
     end)
   end)
 
+  it("answers 500 for a refusal with a header it cannot send", function()
+    run(function()
+      local reported = {}
+      local server = helpers.serve({
+        accept = function() return 400, { ["Bad Name"] = "x" } end,
+        on_error = function(_, err) reported[#reported + 1] = err end,
+      }, function() end)
+      local head = raw_upgrade(server.port, "/")
+      assert.are.equal(500, head.status)
+      assert.truthy(helpers.wait_until(function() return #reported == 1 end, 3))
+      assert.matches("invalid header name or value", reported[1])
+      server:close()
+    end)
+  end)
+
+  it("copes with a client that leaves while it waits", function()
+    run(function()
+      local verdicts, ended = 0, 0
+      local server = helpers.serve({
+        accept = function(req)
+          duplex.sleep(0.1)
+          verdicts = verdicts + 1
+          if req.params.refuse then return 403 end
+        end,
+      }, function(ws)
+        while true do
+          local msg = ws:receive()
+          if not msg then break end
+          ws:send(msg)
+        end
+        ended = ended + 1
+      end)
+      for _, path in ipairs({ "/", "/?refuse=1" }) do
+        local raw = assert(helpers.raw_client(server.port))
+        assert(raw:send(helpers.upgrade_request({ path = path })))
+        duplex.sleep(0.02)
+        raw:close()
+      end
+      assert.truthy(helpers.wait_until(function() return verdicts == 2 end, 3))
+      -- nothing is read while the verdict is pending, so the accepted one
+      -- opens, and its handler then sees the connection end
+      assert.truthy(helpers.wait_until(function() return ended == 1 end, 3))
+      assert.is_true(helpers.check_echo(server.port))
+      server:close()
+    end)
+  end)
+
   it("keeps the other checks: a bad origin or request never reaches it", function()
     run(function()
       local called = 0
