@@ -284,6 +284,18 @@ static int l_conn_respond(lua_State *L) {
   return 1;
 }
 
+/* accept(): a pending upgrade goes ahead. true, or nil, err. */
+static int l_conn_accept(lua_State *L) {
+  conn *c = check_conn(L);
+  if (conn_accept_upgrade(c)) {
+    conn_info i;
+    conn_describe(c, 0, &i);
+    return binding_error(L, i.error ? i.error : "the upgrade is not pending");
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 int lconn_gc(lua_State *L) {
   lconn *u = luaL_checkudata(L, 1, CONN_MT);
   if (u->c) conn_release(u->c);
@@ -303,6 +315,7 @@ const luaL_Reg lconn_methods[] = {{"info", l_conn_info},
                                   {"remote", l_conn_remote},
                                   {"head", l_conn_head},
                                   {"respond", l_conn_respond},
+                                  {"accept", l_conn_accept},
                                   {"buffered", l_conn_buffered},
                                   {"peer_cert", l_conn_peer_cert},
                                   {"compressed", l_conn_compressed},

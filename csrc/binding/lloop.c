@@ -1,5 +1,5 @@
 /* The loop functions of duplex.core: step, timeout, alive, pollfd, new_id,
- * sleep, now. One loop per Lua state, a userdata finalized last. */
+ * sleep, alarm, now. One loop per Lua state, a userdata finalized last. */
 #include "binding/binding.h"
 
 static int l_step(lua_State *L) {
@@ -60,6 +60,20 @@ static int l_sleep(lua_State *L) {
   return 0;
 }
 
+/* alarm(id, seconds) arms the loop's one alarm; alarm() calls it off. */
+static int l_alarm(lua_State *L) {
+  loop *l = binding_loop(L);
+  if (lua_isnoneornil(L, 1)) {
+    loop_alarm_stop(l);
+    return 0;
+  }
+  int64_t id = (int64_t)luaL_checknumber(L, 1);
+  lua_Number s = luaL_checknumber(L, 2);
+  if (s != s) return luaL_argerror(L, 2, "seconds is not a number (NaN)");
+  loop_alarm(l, id, s <= 0 ? 0 : s > 1e9 ? (uint64_t)1e12 : (uint64_t)(s * 1000 + 0.999));
+  return 0;
+}
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, (lua_Number)loop_now(binding_loop(L)) / 1000.0);
   return 1;
@@ -71,8 +85,9 @@ static int l_loop_gc(lua_State *L) {
 }
 
 const luaL_Reg lloop_functions[] = {
-    {"step", l_step},     {"timeout", l_timeout}, {"alive", l_alive}, {"pollfd", l_pollfd},
-    {"new_id", l_new_id}, {"sleep", l_sleep},     {"now", l_now},     {NULL, NULL}};
+    {"step", l_step},     {"timeout", l_timeout}, {"alive", l_alive},
+    {"pollfd", l_pollfd}, {"new_id", l_new_id},   {"sleep", l_sleep},
+    {"alarm", l_alarm},   {"now", l_now},         {NULL, NULL}};
 
 loop *lloop_new(lua_State *L) {
   loop *l = lua_newuserdata(L, loop_size());

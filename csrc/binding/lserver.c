@@ -1,7 +1,5 @@
 /* The server userdata (duplex.server): listen, accept, reload_tls, close,
  * info. */
-#include <string.h>
-
 #include "binding/binding.h"
 
 typedef struct lserver {
@@ -19,6 +17,8 @@ static server *check_server(lua_State *L) {
 static const char *read_listen(lua_State *L, server_opts *o, lua_Integer *port) {
   lua_getfield(L, 1, "http");
   o->has_http = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "accept");
+  o->has_accept = lua_toboolean(L, -1);
   lua_getfield(L, 1, "host");
   const char *host = luaL_optstring(L, -1, "127.0.0.1");
   lua_getfield(L, 1, "port");
@@ -64,7 +64,7 @@ static int l_server_accept(lua_State *L) {
   lconn_push(L, c);
   conn_info i;
   conn_describe(c, 0, &i);
-  lua_pushboolean(L, strcmp(i.state, "http") == 0);
+  lua_pushstring(L, i.state); /* "http" and "pending" want an answer */
   return 2;
 }
 

@@ -293,6 +293,20 @@ session_head_result session_server_head(session *s, const char *data, size_t n,
     return p->has_http ? SESSION_HEAD_HTTP : refuse(s, 426, "this is a WebSocket endpoint");
   if (status) return refuse(s, status, why);
   if (!origin_allowed(p, &h)) return refuse(s, 403, "origin not allowed");
+  if (p->has_accept) return SESSION_HEAD_PENDING; /* the head stays for session_accept */
+  return accept_upgrade(s, p, &h, key);
+}
+
+/* The head was checked when it came in; parsing it again here spares every
+ * session a copy of the key. */
+session_head_result session_accept(session *s, const session_policy *p) {
+  hs_head h;
+  const char *key, *why;
+  if (s->opened || !s->head_len || hs_parse_request(s->head.data, s->head_len, &h) <= 0 ||
+      hs_check_request(&h, &key, &why) != 0) {
+    session_note_error(s, "no upgrade request to accept");
+    return SESSION_HEAD_FAILED;
+  }
   return accept_upgrade(s, p, &h, key);
 }
 

@@ -71,7 +71,8 @@ typedef struct session_policy {
   size_t nprotocols;
   const char *const *origins; /* allowed Origin values; none: any */
   size_t norigins;
-  int has_http; /* a plain HTTP request is the application's, else 426 */
+  int has_http;   /* a plain HTTP request is the application's, else 426 */
+  int has_accept; /* a valid upgrade waits for the application's verdict */
 } session_policy;
 
 /* What a client asks for in its upgrade request. */
@@ -136,6 +137,8 @@ typedef enum session_head_result {
   SESSION_HEAD_MORE,    /* incomplete: feed more */
   SESSION_HEAD_OPEN,    /* upgraded (server: the 101 is queued): call session_start */
   SESSION_HEAD_HTTP,    /* server: a plain HTTP request for the application */
+  SESSION_HEAD_PENDING, /* server, has_accept: a valid upgrade; nothing queued until
+                           session_accept (or an HTTP answer of the application's) */
   SESSION_HEAD_REFUSED, /* refused (server: the error response is queued); error says why */
   SESSION_HEAD_FAILED   /* cannot go on (out of memory; client: any refusal); error says why */
 } session_head_result;
@@ -146,6 +149,11 @@ void session_free(session *s);
 /* Server: head bytes as they arrive. */
 session_head_result session_server_head(session *s, const char *data, size_t n,
                                         const session_policy *p);
+
+/* Server, after SESSION_HEAD_PENDING: negotiates and queues the 101 from
+ * the saved head (which must still be there): SESSION_HEAD_OPEN (then call
+ * session_start) or SESSION_HEAD_FAILED. */
+session_head_result session_accept(session *s, const session_policy *p);
 
 /* Client: queues the upgrade request. NULL, or why it cannot be made. */
 const char *session_client_request(session *s, const session_request *r);

@@ -71,7 +71,7 @@ static void pass(end *from, end *to) {
 }
 
 static const char *const protos[] = {"chat", "superchat"};
-static const session_policy policy = {protos, 2, NULL, 0, 0};
+static const session_policy policy = {protos, 2, NULL, 0, 0, 0};
 
 /* The opening handshake, the server fed the request in pieces of step bytes. */
 static int open_pair(end *cl, end *sv, size_t step) {
@@ -182,7 +182,7 @@ static void test_failures(void) {
 
   /* refusals: the response names the reason */
   static const char *const origins[] = {"https://ok.example"};
-  session_policy strict = {NULL, 0, origins, 1, 0};
+  session_policy strict = {NULL, 0, origins, 1, 0, 0};
   const char *req = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
                     "Origin: https://evil.example\r\n\r\n";
@@ -214,6 +214,99 @@ static void test_failures(void) {
   teardown(&cl);
 }
 
+/* With has_accept a valid upgrade waits for the application: nothing is
+ * queued until session_accept (the 101, then frames flow both ways) or an
+ * HTTP answer of its own; invalid requests are still refused at once. */
+static void test_accept(void) {
+  session_policy gated = policy;
+  gated.has_accept = 1;
+  const char *const offered[] = {"superchat"};
+  session_request r = {"/room?id=7", "example.com", offered, 1, NULL, NULL, 0, NULL};
+  end cl, sv;
+  setup(&cl, 0);
+  setup(&sv, 1);
+  CHECK(session_client_request(&cl.s, &r) == NULL);
+  /* the head in pieces, the last one with a frame right behind it (a
+   * client must not send one before the 101, but if it does the bytes must
+   * be neither lost nor misread) */
+  const uint8_t early[] = {0x81, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2};
+  size_t head_len = cl.out.len;
+  CHECK_EQ(buf_append(&cl.out, early, sizeof early), 0);
+  session_head_result res = SESSION_HEAD_MORE;
+  size_t at = 0;
+  for (; at + 5 < head_len && res == SESSION_HEAD_MORE; at += 5)
+    res = session_server_head(&sv.s, cl.out.data + at, 5, &gated);
+  CHECK_EQ(res, SESSION_HEAD_MORE);
+  res = session_server_head(&sv.s, cl.out.data + at, cl.out.len - at, &gated);
+  cl.out.len = 0;
+  CHECK_EQ(res, SESSION_HEAD_PENDING);
+  CHECK_EQ(sv.out.len, 0); /* no 101 yet */
+  CHECK(!sv.s.opened && !session_live(&sv.s));
+  CHECK_EQ(session_send(&sv.s, FRAME_TEXT, "x", 1), SESSION_CLOSED);
+  size_t len;
+  const char *head = session_head(&sv.s, &len);
+  CHECK(head && len > 25 && memcmp(head, "GET /room?id=7 HTTP/1.1\r\n", 25) == 0);
+  CHECK_EQ(session_accept(&sv.s, &gated), SESSION_HEAD_OPEN);
+  CHECK(sv.out.len > 12 && memcmp(sv.out.data, "HTTP/1.1 101", 12) == 0);
+  CHECK_STR(sv.s.protocol, "superchat");
+  session_start(&sv.s);
+  CHECK_EQ(sv.nmsgs, 1); /* the early frame, fed at the start */
+  CHECK_STR(sv.msgs[0], "t:hi");
+  session_drop_head(&sv.s);
+  CHECK_EQ(session_client_head(&cl.s, sv.out.data, sv.out.len), SESSION_HEAD_OPEN);
+  sv.out.len = 0;
+  session_start(&cl.s);
+  CHECK_STR(cl.s.protocol, "superchat");
+  CHECK_EQ(session_send(&cl.s, FRAME_TEXT, "up", 2), SESSION_OK);
+  CHECK_EQ(session_send(&sv.s, FRAME_BINARY, "down", 4), SESSION_OK);
+  pass(&cl, &sv), pass(&sv, &cl);
+  CHECK_STR(sv.msgs[1], "t:up");
+  CHECK_STR(cl.msgs[0], "b:down");
+  /* once open there is nothing to accept any more */
+  CHECK_EQ(session_accept(&sv.s, &gated), SESSION_HEAD_FAILED);
+  teardown(&cl), teardown(&sv);
+
+  /* refused by the application: the transport answers with an HTTP response
+   * of the application's; the session stays unopened and the client sees
+   * the status */
+  setup(&cl, 0);
+  setup(&sv, 1);
+  CHECK(session_client_request(&cl.s, &r) == NULL);
+  CHECK_EQ(session_server_head(&sv.s, cl.out.data, cl.out.len, &gated), SESSION_HEAD_PENDING);
+  const char *const names[] = {"WWW-Authenticate"}, *const values[] = {"Bearer"};
+  buf answer = {0};
+  CHECK_EQ(hs_build_response(&answer, 401, names, values, 1, 2), 0);
+  CHECK_EQ(buf_append(&answer, "no", 2), 0);
+  CHECK_EQ(session_client_head(&cl.s, answer.data, answer.len), SESSION_HEAD_FAILED);
+  CHECK_EQ(cl.s.http_status, 401);
+  CHECK(!sv.s.opened && sv.out.len == 0);
+  buf_free(&answer);
+  teardown(&cl), teardown(&sv);
+
+  /* invalid requests do not wait for a verdict */
+  static const char *const origins[] = {"https://ok.example"};
+  gated.origins = origins, gated.norigins = 1;
+  const char *evil = "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                     "Origin: https://evil.example\r\n\r\n";
+  setup(&sv, 1);
+  CHECK_EQ(session_server_head(&sv.s, evil, strlen(evil), &gated), SESSION_HEAD_REFUSED);
+  CHECK(sv.out.len > 12 && memcmp(sv.out.data, "HTTP/1.1 403", 12) == 0);
+  teardown(&sv);
+  const char *old =
+      "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+  setup(&sv, 1);
+  CHECK_EQ(session_server_head(&sv.s, old, strlen(old), &gated), SESSION_HEAD_REFUSED);
+  CHECK(sv.out.len > 12 && memcmp(sv.out.data, "HTTP/1.1 426", 12) == 0);
+  teardown(&sv);
+  /* without a head there is nothing to accept */
+  setup(&sv, 1);
+  CHECK_EQ(session_accept(&sv.s, &gated), SESSION_HEAD_FAILED);
+  CHECK_STR(sv.s.error, "no upgrade request to accept");
+  teardown(&sv);
+}
+
 int main(void) {
   pmd_config_default(&no_pmd);
   no_pmd.enabled = 0;
@@ -221,6 +314,7 @@ int main(void) {
   test_messages();
   test_close();
   test_failures();
+  test_accept();
   buf_free(&scratch);
   return check_done();
 }

@@ -41,6 +41,7 @@ typedef enum conn_state {
   CONN_DIALING,   /* client: resolving and connecting */
   CONN_HANDSHAKE, /* reading the peer's request (server) or response (client) */
   CONN_HTTP,      /* server: a plain HTTP request waits for its answer */
+  CONN_PENDING,   /* server: a valid upgrade waits for the application's verdict */
   CONN_OPEN,
   CONN_CLOSING, /* close frame sent, waiting for the peer's */
   CONN_DONE     /* finished: no more frames either way */
@@ -79,7 +80,7 @@ struct conn {
   uint64_t ping_drained; /* bytes_drained() at the ping, or when last seen to grow */
   conn_opts opts;
   session s;
-  unsigned phase : 3; /* CONN_DIALING, CONN_HANDSHAKE, CONN_HTTP until the session opens */
+  unsigned phase : 3; /* CONN_DIALING..CONN_PENDING until the session opens */
   unsigned is_server : 1;
   unsigned tcp_closing : 1;
   unsigned reading : 1;
@@ -581,6 +582,11 @@ static void server_head(conn *c, const char *data, size_t n) {
     stop_reading(c);
     c->role->on_ready(c);
     break;
+  case SESSION_HEAD_PENDING: /* the handshake timer runs on meanwhile */
+    c->phase = CONN_PENDING;
+    stop_reading(c);
+    c->role->on_ready(c);
+    break;
   case SESSION_HEAD_REFUSED:
     begin_teardown(c);
     break;
@@ -784,7 +790,7 @@ static void keepalive(conn *c) {
 static void on_timer(uv_timer_t *t) {
   conn *c = t->data;
   conn_state st = state_of(c);
-  if (st == CONN_DIALING || st == CONN_HANDSHAKE || st == CONN_HTTP)
+  if (st == CONN_DIALING || st == CONN_HANDSHAKE || st == CONN_HTTP || st == CONN_PENDING)
     conn_abort(c, "handshake timed out");
   else if (c->s.close != CLOSE_OPEN)
     session_event(&c->s, CLOSE_EV_TIMEOUT, 0, "close handshake timed out", 0);
@@ -865,7 +871,7 @@ static void remote_name(conn *c, char *out, size_t size) {
   }
 }
 
-static const char *const state_names[] = {"dialing", "handshake", "http",
+static const char *const state_names[] = {"dialing", "handshake", "http",  "pending",
                                           "open",    "closing",   "closed"};
 
 void conn_describe(conn *c, unsigned what, conn_info *out) {
@@ -945,7 +951,8 @@ int conn_respond_http(conn *c, int status, const char *const *names, const char 
     buf_free(&out);
     return -1;
   }
-  if (state_of(c) == CONN_HTTP && !c->tcp_closing) {
+  conn_state st = state_of(c);
+  if ((st == CONN_HTTP || st == CONN_PENDING) && !c->tcp_closing) {
     if (hook_queue(c, (const uint8_t *)out.data, out.len, NULL, 0, NULL, 0))
       conn_abort(c, "out of memory");
     else
@@ -960,7 +967,21 @@ const char *conn_head(const conn *c, size_t *len, int *request) {
   return session_head(&c->s, len);
 }
 
-void conn_drop_head(conn *c) { session_drop_head(&c->s); }
+/* A pending upgrade keeps its head for conn_accept_upgrade. */
+void conn_drop_head(conn *c) {
+  if (state_of(c) != CONN_PENDING) session_drop_head(&c->s);
+}
+
+int conn_accept_upgrade(conn *c) {
+  if (state_of(c) != CONN_PENDING || c->tcp_closing) return -1;
+  if (session_accept(&c->s, c->policy) != SESSION_HEAD_OPEN) {
+    conn_abort(c, c->s.error);
+    return -1;
+  }
+  open_session(c);
+  session_drop_head(&c->s); /* the binding read it while the verdict was pending */
+  return 0;
+}
 
 /* Publishing */
 

@@ -154,7 +154,8 @@ int conn_use_tls(conn *c, tls_ctx *ctx, const char *host);
 /* What conn_describe fills in. Strings stay valid until c changes state. */
 typedef struct conn_info {
   int64_t id;               /* the waitable id the connection wakes */
-  const char *state;        /* "dialing", "handshake", "http", "open", "closing", "closed" */
+  const char *state;        /* "dialing", "handshake", "http", "pending", "open", "closing",
+                               "closed" */
   int opened;               /* the opening handshake succeeded */
   int closed;               /* state "closed" */
   unsigned close_code;      /* what ws.close_code reports */
@@ -204,13 +205,19 @@ int conn_send_ping(conn *c, const void *data, size_t len);
 /* Starts the close handshake, code and reason checked first. */
 int conn_start_close(conn *c, unsigned code, const char *reason, size_t len);
 
-/* Answers a plain HTTP request with a response built from status, headers
- * and body. 0, or -1 when a header name or value is invalid. */
+/* Answers a plain HTTP request, or refuses a pending upgrade, with a
+ * response built from status, headers and body. 0, or -1 when a header name
+ * or value is invalid. */
 int conn_respond_http(conn *c, int status, const char *const *names, const char *const *values,
                       size_t nheaders, const char *body, size_t body_len);
 
+/* Server, state "pending" (the policy's has_accept): the application
+ * accepts the upgrade; the 101 goes out and the connection opens. 0, or -1
+ * when c is not pending any more (dropped by the handshake timeout, say). */
+int conn_accept_upgrade(conn *c);
+
 /* The saved request (server) or response (client) head, NULL when none is
- * kept; *request tells which. conn_drop_head frees it. */
+ * kept; *request tells which. conn_drop_head frees it (not while pending). */
 const char *conn_head(const conn *c, size_t *len, int *request);
 void conn_drop_head(conn *c);
 

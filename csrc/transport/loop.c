@@ -21,9 +21,11 @@ int loop_init(loop *l) {
   l->uv.data = l;
   uv_timer_init(&l->uv, &l->step_timer);
   uv_timer_init(&l->uv, &l->sleep_timer);
-  /* neither timer may keep the loop alive by itself */
+  uv_timer_init(&l->uv, &l->alarm_timer);
+  /* no timer may keep the loop alive by itself */
   uv_unref((uv_handle_t *)&l->step_timer);
   uv_unref((uv_handle_t *)&l->sleep_timer);
+  uv_unref((uv_handle_t *)&l->alarm_timer);
   uv_idle_init(&l->uv, &l->kick);
   uv_unref((uv_handle_t *)&l->kick);
   l->next_id = 1;
@@ -132,6 +134,24 @@ static void on_sleep_timer(uv_timer_t *t) {
     sift_down(l->sleepers, l->nsleepers, 0);
   }
   arm_sleep_timer(l);
+}
+
+static void on_alarm(uv_timer_t *t) {
+  loop *l = t->loop->data;
+  uv_unref((uv_handle_t *)t);
+  loop_wake(l, l->alarm_id);
+}
+
+void loop_alarm(loop *l, int64_t id, uint64_t ms) {
+  l->alarm_id = id;
+  uv_update_time(&l->uv); /* the due time was reckoned from a fresh clock */
+  uv_timer_start(&l->alarm_timer, on_alarm, ms, 0);
+  uv_ref((uv_handle_t *)&l->alarm_timer); /* as a sleeper does */
+}
+
+void loop_alarm_stop(loop *l) {
+  uv_timer_stop(&l->alarm_timer);
+  uv_unref((uv_handle_t *)&l->alarm_timer);
 }
 
 int loop_sleep(loop *l, int64_t id, uint64_t ms) {

@@ -66,6 +66,8 @@ typedef struct loop {
   uv_loop_t uv;
   uv_timer_t step_timer;  /* bounds one step's wait */
   uv_timer_t sleep_timer; /* fires for the earliest sleeper */
+  uv_timer_t alarm_timer; /* the Lua scheduler's own timers (loop_alarm) */
+  int64_t alarm_id;       /* the id it wakes */
   uv_idle_t kick;         /* active: the step must not wait for I/O */
   /* ids of waitables whose waiters may run now; duplicates are allowed (the
    * Lua scheduler folds them). wake_all is set when the list could not grow,
@@ -117,6 +119,13 @@ void loop_wake(loop *l, int64_t id);
 /* Registers a sleeper for id that wakes after ms milliseconds. 0 or -1 (out
  * of memory). */
 int loop_sleep(loop *l, int64_t id, uint64_t ms);
+
+/* One alarm, re-armed at will, for waits that may be called off (a
+ * receive with a timeout, a timer that is stopped): wakes id after ms
+ * milliseconds and keeps the loop alive until then, unlike a sleeper that
+ * nobody waits for any more. loop_alarm_stop calls it off. */
+void loop_alarm(loop *l, int64_t id, uint64_t ms);
+void loop_alarm_stop(loop *l);
 
 /* Fills out with n <= 256 unpredictable bytes (RFC 6455 10.3 wants masking
  * keys an attacker cannot guess). 0, or -1 when OpenSSL has no entropy. */

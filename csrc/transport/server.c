@@ -134,13 +134,18 @@ server *server_listen(loop *l, const char *host, int port, const server_opts *o,
   s->id = loop_new_id(l);
   s->opts = o->conn;
   s->has_http = o->has_http != 0;
+  s->has_accept = o->has_accept != 0;
   s->tls = o->tls;
   s->protocols = copy_list(o->protocols, o->nprotocols);
   s->origins = copy_list(o->origins, o->norigins);
   s->nprotocols = s->protocols ? o->nprotocols : 0;
   s->norigins = s->origins ? o->norigins : 0;
-  s->policy = (session_policy){(const char *const *)s->protocols, s->nprotocols,
-                               (const char *const *)s->origins, s->norigins, s->has_http};
+  s->policy = (session_policy){(const char *const *)s->protocols,
+                               s->nprotocols,
+                               (const char *const *)s->origins,
+                               s->norigins,
+                               s->has_http,
+                               s->has_accept};
   s->refs = 1; /* the caller's; the handle's is added once it exists */
   if (s->nprotocols != o->nprotocols || s->norigins != o->norigins) {
     server_free(s);

@@ -18,7 +18,8 @@ typedef struct server_opts {
   size_t nprotocols;
   const char *const *origins; /* allowed Origin values; none: any */
   size_t norigins;
-  int has_http; /* plain HTTP requests are queued for the binding, else 426 */
+  int has_http;   /* plain HTTP requests are queued for the binding, else 426 */
+  int has_accept; /* valid upgrades are queued "pending", for the binding's verdict */
   int backlog;
   tls_ctx *tls; /* the server takes over this reference; NULL: plain TCP */
 } server_opts;
@@ -34,6 +35,7 @@ typedef struct server {
   tls_ctx *tls;                /* one reference, or NULL */
   size_t nprotocols, norigins;
   unsigned has_http : 1;
+  unsigned has_accept : 1;
   unsigned closing : 1;
   session_policy policy;    /* what a request must meet (over the copies above) */
   conn *handshaking;        /* doubly linked through their conn_link */
@@ -47,7 +49,8 @@ typedef struct server {
 server *server_listen(loop *l, const char *host, int port, const server_opts *o, int *err);
 
 /* The next connection ready for a handler (upgraded: "open" or later;
- * plain HTTP: "http"), its reference now the caller's, or NULL. */
+ * plain HTTP: "http"; an upgrade waiting for conn_accept_upgrade or a
+ * refusal: "pending"), its reference now the caller's, or NULL. */
 conn *server_accept(server *s);
 
 /* Replaces the TLS configuration for connections accepted from now on

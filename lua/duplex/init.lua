@@ -3,9 +3,10 @@ local core = require "duplex.core"
 local scheduler = require "duplex.scheduler"
 local WS = require "duplex.ws"
 local url = require "duplex.url"
+local options = require "duplex.options"
 
-local type, error, tostring, select, setmetatable, pairs, rawget =
-  type, error, tostring, select, setmetatable, pairs, rawget
+local type, error, tostring, select, setmetatable, pairs, rawget, pcall =
+  type, error, tostring, select, setmetatable, pairs, rawget, pcall
 local io = io
 
 local duplex = { _VERSION = "duplex scm" }
@@ -15,7 +16,18 @@ local wait, spawn = scheduler.wait, scheduler.spawn
 local function check_opts(opts, fname)
   if opts == nil then return {} end
   if type(opts) ~= "table" then error("bad argument to '" .. fname .. "' (options table expected)", 3) end
+  local err = options.check(opts, options[fname])
+  if err then error(err, 3) end
   return opts
+end
+
+-- Calls a core function that reads an options table: what it raises (a bad
+-- value) is raised again at the line that called duplex. The core
+-- functions never yield, so this pcall is safe on PUC Lua 5.1 too.
+local function core_call(f, ...)
+  local ok, a, b = pcall(f, ...)
+  if not ok then error(a, 3) end
+  return a, b
 end
 
 local function stderr_handler(_, _, trace)
@@ -36,7 +48,9 @@ end
 -- Swaps the certificate (and the rest of opts.tls) for new connections.
 function Server:reload_tls(tls)
   if type(tls) ~= "table" then error("bad argument #1 to 'reload_tls' (table expected)", 2) end
-  return self._s:reload_tls(tls)
+  local err = options.check(tls, options.server_tls, "tls.")
+  if err then error(err, 2) end
+  return core_call(self._s.reload_tls, self._s, tls)
 end
 
 -- Shared by every connection, so that an idle one costs no closures: the
@@ -58,8 +72,9 @@ local function handler_failed(co, err, trace)
   ;(rawget(ws, "_on_error") or stderr_handler)(ws, err, trace)
 end
 
-local function serve_websocket(c, opts, handler)
-  local ws = WS.wrap(c) -- ws.request is built when first read
+local function serve_websocket(c, opts, handler, request)
+  -- without an accept hook ws.request is built when first read
+  local ws = WS.wrap(c, request and { request = request })
   ws._on_error = opts.on_error
   ws_of[spawn(run_handler, handler_failed, handler, ws)] = ws
 end
@@ -77,19 +92,47 @@ local function serve_http(c, opts)
   end)
 end
 
+-- An upgrade waits (not read from, under handshake_timeout) for the accept
+-- hook: nothing or true upgrades it, a status refuses it with that answer.
+local function serve_pending(c, opts, handler)
+  local req = request_of(c)
+  req.remote = c:remote()
+  spawn(function()
+    local verdict, headers, body = opts.accept(req)
+    if verdict == nil or verdict == true then
+      -- false: the handshake timeout dropped it meanwhile
+      if c:accept() then serve_websocket(c, opts, handler, req) end
+      return
+    end
+    if type(verdict) ~= "number" or verdict < 200 then
+      error("accept must return nothing or true to accept, or an HTTP status (200..999) to refuse, not " ..
+        tostring(verdict), 0)
+    end
+    c:respond(verdict, headers, body or "")
+  end, function(_, err, trace)
+    c:respond(500, { ["Content-Type"] = "text/plain" }, "internal server error\n")
+    ;(opts.on_error or stderr_handler)(req, err, trace)
+  end)
+end
+
 function duplex.serve(opts, handler)
   opts = check_opts(opts, "serve")
   if type(handler) ~= "function" then error("bad argument #2 to 'serve' (handler function expected)", 2) end
-  if opts.http ~= nil and type(opts.http) ~= "function" then error("option 'http' must be a function", 2) end
-  local s, err = core.listen(opts)
+  local s, err = core_call(core.listen, opts)
   if not s then return nil, err end
   local id, port = s:info()
   local server = setmetatable({ _s = s, port = port }, Server)
   spawn(function()
     while true do
-      local c, is_http = s:accept()
+      local c, state = s:accept()
       if c then
-        if is_http then serve_http(c, opts) else serve_websocket(c, opts, handler) end
+        if state == "pending" then
+          serve_pending(c, opts, handler)
+        elseif state == "http" then
+          serve_http(c, opts)
+        else
+          serve_websocket(c, opts, handler)
+        end
       elseif select(3, s:info()) then
         return
       else
@@ -107,7 +150,7 @@ function duplex.connect(target, opts)
   opts = check_opts(opts, "connect")
   local u, err = url.parse(target)
   if not u then return nil, err end
-  local c, derr = core.dial(u.host, tostring(u.port), u.target, u.host_header, opts, u.secure)
+  local c, derr = core_call(core.dial, u.host, tostring(u.port), u.target, u.host_header, opts, u.secure)
   if not c then return nil, derr end
   local id = c:info()
   while true do
@@ -132,7 +175,8 @@ function duplex.connect(target, opts)
   local status, reason, headers = c:head() -- the 101 answer; frees its buffer
   return WS.wrap(c, {
     url = target,
-    request = { method = "GET", target = u.target, path = path, query = query, headers = sent },
+    request = { method = "GET", target = u.target, path = path, query = query, params = url.params(query),
+      headers = sent },
     response = { status = status, reason = reason, headers = headers or {} },
   })
 end
@@ -161,6 +205,23 @@ end
 function duplex.sleep(seconds)
   if type(seconds) ~= "number" then error("bad argument #1 to 'sleep' (number expected)", 2) end
   scheduler.sleep(seconds)
+end
+
+-- Timers: each run of fn(timer) in a coroutine of its own; timer:stop().
+function duplex.every(seconds, fn)
+  if type(seconds) ~= "number" or not (seconds > 0) then
+    error("bad argument #1 to 'every' (seconds expected, a number > 0)", 2)
+  end
+  if type(fn) ~= "function" then error("bad argument #2 to 'every' (function expected)", 2) end
+  return scheduler.timer(seconds, fn, seconds)
+end
+
+function duplex.after(seconds, fn)
+  if type(seconds) ~= "number" or not (seconds >= 0) then
+    error("bad argument #1 to 'after' (seconds expected, a number >= 0)", 2)
+  end
+  if type(fn) ~= "function" then error("bad argument #2 to 'after' (function expected)", 2) end
+  return scheduler.timer(seconds, fn)
 end
 
 function duplex.run(fn, ...)

@@ -5,6 +5,7 @@ local core = require "duplex.core"
 
 local coroutine, debug, io, select, type, pairs, pcall, tostring, setmetatable =
   coroutine, debug, io, select, type, pairs, pcall, tostring, setmetatable
+local floor = math.floor
 local unpack = rawget(table, "unpack") or rawget(_G, "unpack")
 
 local M = {}
@@ -60,8 +61,145 @@ function M.current()
   return nil
 end
 
--- Parks the running coroutine until id is woken.
-function M.wait(id)
+-- Timers that may be called off (a wait with a timeout, duplex.every and
+-- duplex.after) live in a min-heap on (due, seq), in milliseconds of the
+-- loop's clock, under the loop's one alarm (core.alarm), which is armed
+-- exactly while a live entry exists: a stopped timer keeps nothing alive.
+-- A called-off entry is only marked dead and dropped when it reaches the
+-- top (or when dead ones outnumber the live ones: the heap is rebuilt).
+-- An entry: { due, seq, fire = function(entry, now), dead }.
+local heap, nheap, live, seq = {}, 0, 0, 0
+local alarm_id = core.new_id()
+local armed -- the due time the alarm is armed for, or nil
+
+local function now_ms()
+  return floor(core.now() * 1000 + 0.5)
+end
+M.now_ms = now_ms
+
+local function before(a, b)
+  return a.due < b.due or (a.due == b.due and a.seq < b.seq)
+end
+
+local function sift_up(i)
+  local e = heap[i]
+  while i > 1 do
+    local p = floor(i / 2)
+    if not before(e, heap[p]) then break end
+    heap[i] = heap[p]
+    i = p
+  end
+  heap[i] = e
+end
+
+local function sift_down(i)
+  local e = heap[i]
+  while true do
+    local c = 2 * i
+    if c > nheap then break end
+    if c < nheap and before(heap[c + 1], heap[c]) then c = c + 1 end
+    if not before(heap[c], e) then break end
+    heap[i] = heap[c]
+    i = c
+  end
+  heap[i] = e
+end
+
+local function pop()
+  local top = heap[1]
+  heap[1] = heap[nheap]
+  heap[nheap] = nil
+  nheap = nheap - 1
+  if nheap > 0 then sift_down(1) end
+  return top
+end
+
+-- Drops dead entries off the top and arms the alarm for the first live one.
+local function rearm()
+  while nheap > 0 and heap[1].dead do pop() end
+  if nheap == 0 then
+    if armed then core.alarm() end
+    armed = nil
+  elseif heap[1].due ~= armed then
+    armed = heap[1].due
+    core.alarm(alarm_id, (armed - now_ms()) / 1000)
+  end
+end
+
+local function schedule(e)
+  seq = seq + 1
+  e.seq, e.dead = seq, false
+  live = live + 1
+  nheap = nheap + 1
+  heap[nheap] = e
+  sift_up(nheap)
+  if heap[1] == e then rearm() end
+end
+
+-- Calls e off; true when it was pending.
+local function cancel(e)
+  if e.dead ~= false then return false end
+  e.dead = true
+  live = live - 1
+  if nheap > 64 and nheap > 4 * live then
+    local keep, n = {}, 0
+    for i = 1, nheap do
+      if not heap[i].dead then
+        n = n + 1
+        keep[n] = heap[i]
+      end
+    end
+    heap, nheap = keep, n
+    for i = floor(n / 2), 1, -1 do sift_down(i) end
+    armed = armed and -1 -- the top may have changed
+  end
+  rearm()
+  return true
+end
+
+local function fire_timers()
+  armed = nil -- it went off
+  local now = now_ms()
+  while nheap > 0 and heap[1].due <= now do
+    local e = pop()
+    if not e.dead then
+      e.dead = true
+      live = live - 1
+      e:fire(now)
+    end
+  end
+  rearm()
+end
+
+-- Takes co off id's waiters: true when it was there (not woken yet).
+local function unpark(id, co)
+  local w = waiting[id]
+  if w == co then
+    waiting[id] = nil
+    return true
+  end
+  if type(w) ~= "table" then return false end
+  for i = 1, #w do
+    if w[i] == co then
+      table.remove(w, i)
+      if #w == 0 then waiting[id] = nil end
+      return true
+    end
+  end
+  return false
+end
+
+local function wait_expired(e)
+  if unpark(e.id, e.co) then
+    e.expired = true
+    enqueue(e.co)
+  end
+end
+
+-- Parks the running coroutine until id is woken: true. With a timeout (in
+-- seconds), false once that passed without a wake-up. A wait without one
+-- costs what it did before timeouts existed: no table, no timer.
+function M.wait(id, timeout)
   local co = M.current()
   if not co then
     error("duplex: this call waits, so it must run inside a coroutine (use duplex.run or duplex.spawn)", 3)
@@ -75,7 +213,44 @@ function M.wait(id)
   else
     w[#w + 1] = co
   end
+  if timeout == nil then
+    coroutine.yield()
+    return true
+  end
+  local e = { due = now_ms() + floor(timeout * 1000 + 0.5), id = id, co = co, fire = wait_expired }
+  schedule(e)
   coroutine.yield()
+  if e.expired then return false end
+  cancel(e)
+  return true
+end
+
+-- duplex.every and duplex.after: each run of fn(timer) in a coroutine of
+-- its own; `every` keeps to its planned times (a late run does not shift
+-- the next ones, and runs missed while the loop was busy are skipped).
+local Timer = {}
+Timer.__index = Timer
+
+function Timer:stop()
+  return cancel(self)
+end
+
+local function timer_fire(t, now)
+  M.spawn(t.fn, nil, t)
+  local period = t.period
+  if period then
+    t.due = t.due + (floor((now - t.due) / period) + 1) * period
+    schedule(t)
+  end
+end
+
+-- fn runs after `first` seconds, then every `period` seconds if given.
+function M.timer(first, fn, period)
+  local t = setmetatable({ fn = fn, fire = timer_fire }, Timer)
+  t.due = now_ms() + floor(first * 1000 + 0.5)
+  if period then t.period = math.max(1, floor(period * 1000 + 0.5)) end
+  schedule(t)
+  return t
 end
 
 function M.sleep(seconds)
@@ -116,11 +291,12 @@ function M.step(timeout)
     local every = {}
     for id in pairs(waiting) do every[#every + 1] = id end
     for i = 1, #every do wake(every[i]) end
+    fire_timers()
   end
   for i = 1, n do
     local id = ids[i]
     ids[i] = nil
-    wake(id)
+    if id == alarm_id then fire_timers() else wake(id) end
   end
   run_queue()
   return true

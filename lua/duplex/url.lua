@@ -1,5 +1,32 @@
--- ws:// and wss:// URLs (RFC 6455 section 3).
+-- ws:// and wss:// URLs (RFC 6455 section 3), and query strings.
 local M = {}
+
+local char, tonumber = string.char, tonumber
+
+local function hex_byte(h)
+  return char(tonumber(h, 16))
+end
+
+-- Percent-decodes s, "+" as a space (form encoding, as in queries). A "%"
+-- not followed by two hex digits stays as it is.
+local function unescape(s)
+  if s:find("+", 1, true) then s = s:gsub("+", " ") end
+  if s:find("%", 1, true) then s = s:gsub("%%(%x%x)", hex_byte) end
+  return s
+end
+
+-- The query string as a table: name -> the first value given for it ("" for
+-- a name without "="), names and values percent-decoded.
+function M.params(query)
+  local t = {}
+  if not query then return t end
+  for pair in query:gmatch("[^&]+") do
+    local name, value = pair:match("^([^=]*)=?(.*)$")
+    name = unescape(name)
+    if name ~= "" and t[name] == nil then t[name] = unescape(value) end
+  end
+  return t
+end
 
 -- Returns a table { secure, host, port, target, host_header } or nil, err.
 function M.parse(url)

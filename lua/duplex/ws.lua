@@ -1,8 +1,9 @@
 -- A WebSocket connection as seen by Lua code. Every method that waits tries
 -- the C call first and parks the coroutine only when that call would block.
 local scheduler = require "duplex.scheduler"
+local url = require "duplex.url"
 
-local wait = scheduler.wait
+local wait, now_ms = scheduler.wait, scheduler.now_ms
 local type, error, select, setmetatable, rawget, rawset, tostring =
   type, error, select, setmetatable, rawget, rawset, tostring
 
@@ -29,7 +30,8 @@ end
 function WS.request_of(c)
   local method, target, headers = c:head()
   local path, query = WS.split_target(target or "/")
-  return { method = method, target = target, path = path, query = query, headers = headers }
+  return { method = method, target = target, path = path, query = query, params = url.params(query),
+    headers = headers }
 end
 
 function WS.__index(self, key)
@@ -75,13 +77,27 @@ function methods:send(data, kind)
   end
 end
 
-function methods:receive()
+function methods:receive(timeout)
   local c = self._c
+  local deadline
+  if timeout ~= nil then
+    if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 then
+      error("bad argument #1 to 'receive' (seconds expected, a number >= 0)", 2)
+    end
+    deadline = now_ms() + timeout * 1000
+  end
+  local expired = false
   while true do
     local msg, kind, code, reason = c:recv()
     if msg then return msg, kind end
     if msg == nil then return nil, kind, code, reason end
-    wait(self._id)
+    if expired then return nil, "timeout" end
+    if not deadline then
+      wait(self._id)
+    else -- a message that came with the timeout is still taken (above)
+      local left = deadline - now_ms()
+      expired = left <= 0 or not wait(self._id, left / 1000)
+    end
   end
 end
 
