@@ -50,17 +50,6 @@ end
 
 local FIELDS = { "type", "nick", "text", "count" }
 
-local function url_decode(s)
-  s = s:gsub("+", " ")
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function query_param(query, name)
-  for k, v in (query or ""):gmatch("([^&=]+)=?([^&]*)") do
-    if url_decode(k) == name then return url_decode(v) end
-  end
-end
-
 -- The room -----------------------------------------------------------------
 
 local clients = {}  -- ws -> nickname (every room)
@@ -109,9 +98,9 @@ local function clean_nick(nick)
 end
 
 local function handler(ws)
-  local query = ws.request.query
-  local nick = clean_nick(query_param(query, "nick"))
-  local room = "room:" .. (clean_name(query_param(query, "room"), MAX_ROOM):match("^.+$") or "lobby")
+  local params = ws.request.params -- the query string, decoded
+  local nick = clean_nick(params.nick)
+  local room = "room:" .. (clean_name(params.room, MAX_ROOM):match("^.+$") or "lobby")
   ws:subscribe(room)
   clients[ws] = nick
   local count = duplex.subscribers(room)
