@@ -1,0 +1,411 @@
+-- Topics over real connections: fan-out, order, membership changes in the
+-- middle of a stream, slow subscribers (max_backlog, on_backlog), control
+-- frames to a backlogged peer, compression mixed on one topic, and the API's
+-- argument errors. Every wait is bounded; only 127.0.0.1 is used.
+--
+-- PUC Lua 5.1 cannot yield across pcall or inside a for-in iterator, so
+-- every coroutine here reads with a while loop over ws:receive().
+local helpers = require "helpers"
+local duplex = helpers.duplex
+local socket = helpers.socket
+
+local floor, format = math.floor, string.format
+
+-- The soft limit on open files of this process (inherited by the shell).
+local function nofile()
+  local p = io.popen("ulimit -n")
+  local s = p:read("*l")
+  p:close()
+  if s == "unlimited" then return math.huge end
+  return tonumber(s) or 0
+end
+
+-- VmRSS of this process in KiB.
+local function rss_kib()
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("*a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+-- A server whose handler subscribes each connection to the topics named in
+-- the query (?t=a,b), keeps it in `conns` under the name in the path
+-- (/name), and reads until the connection closes, recording what it read.
+local function topic_server(opts, conns)
+  return helpers.serve(opts or {}, function(ws)
+    local name = ws.request.path:sub(2)
+    local entry = { ws = ws, got = {} }
+    conns[name] = entry
+    for t in (ws.request.query or ""):gmatch("t=([^&]+)") do
+      for one in t:gmatch("[^,]+") do assert(ws:subscribe(one)) end
+    end
+    entry.ready = true
+    while true do
+      local msg = ws:receive()
+      if not msg then break end
+      entry.got[#entry.got + 1] = msg
+    end
+    entry.done = true
+  end)
+end
+
+-- A client that reads every message into r.got until the connection ends.
+local function reader(ws)
+  local r = { ws = ws, got = {}, done = false }
+  duplex.spawn(function()
+    while true do
+      local msg, kind, code, reason = ws:receive()
+      if not msg then
+        r.code, r.reason = code, reason
+        break
+      end
+      r.got[#r.got + 1] = msg
+    end
+    r.done = true
+  end)
+  return r
+end
+
+-- Connects n clients to urls(i) with at most `batch` handshakes at a time;
+-- returns them in order.
+local function connect_many(n, url_of, opts, batch)
+  local out, started, finished = {}, 0, 0
+  batch = batch or 50
+  while finished < n do
+    while started < n and started - finished < batch do
+      started = started + 1
+      local i = started
+      duplex.spawn(function()
+        local ws, err = helpers.connect(url_of(i), opts)
+        out[i] = ws or err
+        finished = finished + 1
+      end)
+    end
+    duplex.sleep(0.002)
+  end
+  for i = 1, n do
+    assert(type(out[i]) ~= "string", "client " .. i .. " could not connect: " .. tostring(out[i]))
+  end
+  return out
+end
+
+-- Checks that r.got is exactly `want` (a list), naming the first difference.
+local function same_list(want, got, who)
+  for i = 1, math.max(#want, #got) do
+    if want[i] ~= got[i] then
+      error(format("%s: message %d is %q, expected %q (got %d messages, expected %d)", who, i,
+        tostring(got[i]), tostring(want[i]), #got, #want), 2)
+    end
+  end
+end
+
+describe("topics", function()
+  describe("API", function()
+    it("raises for bad topic names, naming the function", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({}, conns)
+        local c = assert(helpers.connect(helpers.url(server.port, "/a")))
+        assert(helpers.wait_until(function() return conns.a and conns.a.ready end, 3))
+        local ws = conns.a.ws
+        local long = ("x"):rep(1025)
+        local calls = {
+          -- not tail calls: the error names the caller's line, which must be here
+          { "subscribe", function(t) local r = ws:subscribe(t); return r end },
+          { "unsubscribe", function(t) local r = ws:unsubscribe(t); return r end },
+          { "subscribed", function(t) local r = ws:subscribed(t); return r end },
+          { "publish", function(t) local r = ws:publish(t, "x"); return r end },
+          { "publish", function(t) local r = duplex.publish(t, "x"); return r end },
+          { "subscribers", function(t) local r = duplex.subscribers(t); return r end },
+        }
+        for _, call in ipairs(calls) do
+          for _, bad in ipairs({ "", long, 42, false }) do
+            local ok, err = pcall(call[2], bad)
+            assert(not ok, call[1] .. " accepted a bad topic")
+            assert.matches("'" .. call[1] .. "'", err, 1, true)
+            assert.matches("topic", err, 1, true)
+          end
+          -- the error points at the caller's line, this file
+          local _, err = pcall(call[2], "")
+          assert.matches("topics_spec.lua", err, 1, true)
+        end
+        -- 1024 bytes is the longest name
+        local longest = ("y"):rep(1024)
+        assert.is_true(ws:subscribe(longest))
+        assert.equal(1, duplex.subscribers(longest))
+        assert.is_true(ws:unsubscribe(longest))
+        -- bad data and kinds raise too
+        assert.has_error(function() duplex.publish("t", 12) end)
+        assert.has_error(function() duplex.publish("t", "x", "json") end)
+        assert.has_error(function() ws:publish("t", {}) end)
+        assert(c:close())
+      end)
+    end)
+
+    it("subscribes idempotently, unsubscribes once, and rejects invalid UTF-8 text", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({}, conns)
+        local c = reader(assert(helpers.connect(helpers.url(server.port, "/a"))))
+        assert(helpers.wait_until(function() return conns.a and conns.a.ready end, 3))
+        local ws = conns.a.ws
+        assert.is_false(ws:subscribed("room"))
+        assert.equal(0, duplex.subscribers("room"))
+        assert.is_true(ws:subscribe("room"))
+        assert.is_true(ws:subscribe("room"))
+        assert.is_true(ws:subscribed("room"))
+        assert.equal(1, duplex.subscribers("room"))
+        assert.same({ "room" }, ws:topics())
+        -- subscribed twice, delivered once
+        local q, d = duplex.publish("room", "once")
+        assert.equal(1, q)
+        assert.equal(0, d)
+        local nq, err = duplex.publish("room", "\255\254 bad")
+        assert.is_nil(nq)
+        assert.equal("text message is not valid UTF-8", err)
+        nq, err = ws:publish("room", "caf\195")
+        assert.is_nil(nq)
+        assert.equal("text message is not valid UTF-8", err)
+        -- the same bytes as binary are fine
+        q = duplex.publish("room", "\255\254 bin", "binary")
+        assert.equal(1, q)
+        assert.is_true(ws:unsubscribe("room"))
+        assert.is_false(ws:unsubscribe("room"))
+        assert.is_false(ws:subscribed("room"))
+        assert.equal(0, duplex.subscribers("room"))
+        q, d = duplex.publish("room", "nobody")
+        assert.equal(0, q)
+        assert.equal(0, d)
+        assert(ws:send("end"))
+        assert(helpers.wait_until(function() return #c.got == 3 end, 3))
+        same_list({ "once", "\255\254 bin", "end" }, c.got, "client")
+        assert(c.ws:close())
+      end)
+    end)
+
+    it("returns nil, 'closed' from subscribe on a closed connection, which is in no topic", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({}, conns)
+        local c = assert(helpers.connect(helpers.url(server.port, "/a?t=x,y")))
+        assert(helpers.wait_until(function() return conns.a and conns.a.ready end, 3))
+        local ws = conns.a.ws
+        assert.equal(1, duplex.subscribers("x"))
+        assert(c:close())
+        assert(helpers.wait_until(function() return ws.state == "closed" end, 3))
+        local ok, err = ws:subscribe("x")
+        assert.is_nil(ok)
+        assert.equal("closed", err)
+        -- our client's connection too
+        ok, err = c:subscribe("z")
+        assert.is_nil(ok)
+        assert.equal("closed", err)
+        assert.same({}, ws:topics())
+        assert.is_false(ws:subscribed("x"))
+        assert.equal(0, duplex.subscribers("x"))
+        assert.equal(0, duplex.subscribers("y"))
+        assert.equal(0, (duplex.publish("x", "late")))
+      end)
+    end)
+
+    it("gives a copy from topics(): unsubscribing while walking it works", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({}, conns)
+        local c = assert(helpers.connect(helpers.url(server.port, "/a")))
+        assert(helpers.wait_until(function() return conns.a and conns.a.ready end, 3))
+        local ws = conns.a.ws
+        local names = {}
+        for i = 1, 50 do
+          names[i] = "t" .. i
+          assert.is_true(ws:subscribe(names[i]))
+        end
+        local list = ws:topics()
+        assert.equal(50, #list)
+        local seen = {}
+        for i, t in ipairs(list) do
+          assert.is_true(ws:unsubscribe(t), "unsubscribe " .. t)
+          -- subscribing anew while walking does not change the copy either
+          if i % 10 == 0 then assert.is_true(ws:subscribe("new" .. i)) end
+          seen[t] = (seen[t] or 0) + 1
+        end
+        for i = 1, 50 do assert.equal(1, seen["t" .. i], "t" .. i .. " walked once") end
+        assert.equal(50, #list)
+        local now = ws:topics()
+        table.sort(now)
+        assert.same({ "new10", "new20", "new30", "new40", "new50" }, now)
+        -- a fresh table each call
+        assert.are_not.equal(ws:topics(), ws:topics())
+        assert(c:close())
+      end)
+    end)
+  end)
+
+  describe("fan-out", function()
+    it("delivers every publish once and in order to 1000 subscribers, skips the sender and keeps FIFO order with own sends", function()
+      local N, K = 1000, 10
+      local limit = nofile()
+      if limit < 2200 then
+        pending(("needs `ulimit -n` of at least 2200 for 1000 client and 1000 server sockets, is %s"):format(limit))
+        return
+      end
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({}, conns)
+        local clients = connect_many(N, function(i) return helpers.url(server.port, "/s" .. i .. "?t=fan") end)
+        local readers = {}
+        for i = 1, N do readers[i] = reader(clients[i]) end
+        local pub = reader(assert(helpers.connect(helpers.url(server.port, "/pub"))))
+        assert(helpers.wait_until(function() return duplex.subscribers("fan") == N and conns.pub and conns.pub.ready end, 10),
+          "subscribers: " .. duplex.subscribers("fan"))
+        local pws = conns.pub.ws
+        local want = {}
+        for i = 1, N do want[i] = {} end
+        local function round(from, to)
+          for r = from, to do
+            local msg = "p " .. r
+            local q, d = pws:publish("fan", msg)
+            assert.equal(N, q)
+            assert.equal(0, d)
+            for i = 1, N do
+              local w = want[i]
+              w[#w + 1] = msg
+              if i % 2 == 1 then
+                local own = "own " .. i .. " " .. r
+                assert(conns["s" .. i].ws:send(own))
+                w[#w + 1] = own
+              end
+            end
+          end
+        end
+        -- the publisher not subscribed
+        round(1, K)
+        -- the publisher subscribed: still skipped
+        assert.is_true(pws:subscribe("fan"))
+        assert.equal(N + 1, duplex.subscribers("fan"))
+        round(K + 1, 2 * K)
+        -- duplex.publish reaches the publisher too
+        local q = duplex.publish("fan", "end")
+        assert.equal(N + 1, q)
+        for i = 1, N do want[i][#want[i] + 1] = "end" end
+        assert(helpers.wait_until(function()
+          for i = 1, N do
+            if #readers[i].got < #want[i] then return false end
+          end
+          return #pub.got >= 1
+        end, 20), "not every subscriber got every message")
+        duplex.sleep(0.05) -- anything extra would come now
+        for i = 1, N do same_list(want[i], readers[i].got, "subscriber " .. i) end
+        same_list({ "end" }, pub.got, "publisher")
+        -- every subscriber leaves when it closes
+        local closed = 0
+        for i = 1, N do
+          duplex.spawn(function()
+            clients[i]:close()
+            closed = closed + 1
+          end)
+        end
+        assert(helpers.wait_until(function() return closed == N end, 10))
+        assert(helpers.wait_until(function() return duplex.subscribers("fan") == 1 end, 5),
+          "subscribers after the close: " .. duplex.subscribers("fan"))
+        q = duplex.publish("fan", "after")
+        assert.equal(1, q)
+        assert(helpers.wait_until(function() return #pub.got == 2 end, 3))
+        assert(pub.ws:close())
+        assert.equal(0, duplex.subscribers("fan"))
+      end, 40)
+    end)
+  end)
+
+  describe("membership in the middle of a stream", function()
+    it("keeps the message published just before an unsubscribe, then nothing; a subscribe takes effect for the next publish; a closed subscriber leaves", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({}, conns)
+        local N = 6
+        local clients = connect_many(N, function(i) return helpers.url(server.port, "/s" .. i .. "?t=live") end)
+        local readers = {}
+        for i = 1, N do readers[i] = reader(clients[i]) end
+        assert(helpers.wait_until(function() return duplex.subscribers("live") == N end, 5))
+        local sws = {}
+        for i = 1, N do sws[i] = conns["s" .. i].ws end
+        local want = {}
+        for i = 1, N do want[i] = {} end
+        local member = {}
+        for i = 1, N do member[i] = true end
+        local function publish(r)
+          local msg = "m " .. r
+          local n = 0
+          for i = 1, N do
+            if member[i] then
+              n = n + 1
+              want[i][#want[i] + 1] = msg
+            end
+          end
+          local q, d = duplex.publish("live", msg)
+          assert.equal(n, q, "queued for publish " .. r)
+          assert.equal(0, d)
+          assert.equal(n, duplex.subscribers("live"))
+        end
+        local function mark(i, what)
+          assert(sws[i]:send(what))
+          want[i][#want[i] + 1] = what
+        end
+        for r = 1, 200 do
+          publish(r)
+          if r == 50 then
+            -- in the same turn as publish 50, before the loop wrote it
+            assert.is_true(sws[1]:unsubscribe("live"))
+            member[1] = false
+            mark(1, "unsubscribed")
+            assert.is_true(sws[2]:unsubscribe("live"))
+            assert.is_true(sws[2]:subscribe("live")) -- leave and come back at once: nothing lost
+          elseif r == 100 then
+            assert.is_true(sws[1]:subscribe("live"))
+            member[1] = true
+            mark(1, "subscribed")
+          elseif r == 120 then
+            -- the client closes (once it has read all so far); it leaves the
+            -- topic once the close is done
+            member[3] = false
+            assert(helpers.wait_until(function() return readers[3].got[120] end, 3))
+            local done = false
+            duplex.spawn(function()
+              clients[3]:close()
+              done = true
+            end)
+            assert(helpers.wait_until(function() return done end, 3))
+            assert(helpers.wait_until(function() return duplex.subscribers("live") == N - 1 end, 3))
+            assert.is_false(sws[3]:subscribed("live"))
+            assert.same({}, sws[3]:topics())
+          elseif r == 150 then
+            -- the server closes one
+            member[4] = false
+            local ok = sws[4]:close(4000, "bye")
+            assert.is_true(ok)
+            assert.equal(N - 2, duplex.subscribers("live"))
+          end
+          if r % 25 == 0 then duplex.sleep(0.002) end -- let some go out between
+        end
+        for i = 1, N do
+          if member[i] then mark(i, "done") end
+        end
+        assert(helpers.wait_until(function()
+          for i = 1, N do
+            if member[i] and readers[i].got[#readers[i].got] ~= "done" then return false end
+          end
+          return readers[3].done and readers[4].done
+        end, 5))
+        -- what the closed ones got: everything up to their close, nothing after
+        want[3] = {}
+        for r = 1, 120 do want[3][r] = "m " .. r end
+        for i = 1, N do same_list(want[i], readers[i].got, "subscriber " .. i) end
+        assert.equal(4000, readers[4].code)
+        for i = 1, N do
+          if member[i] then assert(clients[i]:close()) end
+        end
+        assert.equal(0, duplex.subscribers("live"))
+      end, 15)
+    end)
+  end)
+end)
