@@ -9,7 +9,12 @@ local helpers = require "helpers"
 local duplex = helpers.duplex
 local socket = helpers.socket
 
-local floor, format = math.floor, string.format
+local format = string.format
+
+-- TOPICS_VERBOSE=1 prints the measured figures (RSS, drops, pong position).
+local function note(...)
+  if os.getenv("TOPICS_VERBOSE") then io.stderr:write(format(...), "\n") end
+end
 
 -- The soft limit on open files of this process (inherited by the shell).
 local function nofile()
@@ -314,6 +319,203 @@ describe("topics", function()
         assert(pub.ws:close())
         assert.equal(0, duplex.subscribers("fan"))
       end, 40)
+    end)
+  end)
+
+  describe("slow subscribers", function()
+    -- Reads messages of `size` bytes numbered %08d from 1, counting them and
+    -- noting the first one out of place; keeps none.
+    local function counter(ws, size)
+      local r = { ws = ws, n = 0, done = false }
+      duplex.spawn(function()
+        while true do
+          local msg, _, code = ws:receive()
+          if not msg then
+            r.code = code
+            break
+          end
+          r.n = r.n + 1
+          if not r.bad and (#msg ~= size or msg:sub(1, 8) ~= format("%08d", r.n)) then
+            r.bad = format("message %d has %d bytes and starts %q", r.n, #msg, msg:sub(1, 8))
+          end
+        end
+        r.done = true
+      end)
+      return r
+    end
+
+    -- Waits (briefly) until every server-side ws in list has at most
+    -- `limit` bytes queued: the publisher keeps pace with the readers.
+    local function keep_pace(list, limit)
+      local deadline = duplex.now() + 5
+      while true do
+        local behind = false
+        for i = 1, #list do
+          if list[i].buffered > limit then behind = true end
+        end
+        if not behind then return end
+        assert(duplex.now() < deadline, "a fast subscriber stopped reading")
+        duplex.sleep(0.001)
+      end
+    end
+
+    -- A raw client subscribed to topic that finished the handshake and reads
+    -- nothing more (a 4 KiB receive buffer, so the kernel holds little).
+    local function stalled_client(port, name, topic, conns)
+      local raw = helpers.raw_ws_client(port, { path = "/" .. name .. "?t=" .. topic, rcvbuf = 4096 })
+      assert(helpers.wait_until(function() return conns[name] and conns[name].ready end, 3))
+      return raw, conns[name].ws
+    end
+
+    it("drops past max_backlog (1 MiB by default) for a subscriber that never reads, while the others get every message, and memory stays bounded", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({}, conns)
+        local SIZE, P, FAST = 256 * 1024, 800, 3 -- 200 MiB published
+        local fast, fast_ws = {}, {}
+        local clients = connect_many(FAST, function(i) return helpers.url(server.port, "/f" .. i .. "?t=feed") end)
+        for i = 1, FAST do
+          fast[i] = counter(clients[i], SIZE)
+          assert(helpers.wait_until(function() return conns["f" .. i] and conns["f" .. i].ready end, 3))
+          fast_ws[i] = conns["f" .. i].ws
+        end
+        local raw, slow = stalled_client(server.port, "slow", "feed", conns)
+        assert.equal(FAST + 1, duplex.subscribers("feed"))
+        local pad = ("x"):rep(SIZE - 8)
+        collectgarbage("collect")
+        local before = rss_kib()
+        local peak, dropped, max_slow = before, 0, 0
+        for i = 1, P do
+          keep_pace(fast_ws, 512 * 1024)
+          local q, d = duplex.publish("feed", format("%08d", i) .. pad, "binary")
+          assert.equal(FAST + 1, q + d, "every subscriber is counted once")
+          assert(d <= 1, "a fast subscriber was dropped at publish " .. i)
+          dropped = dropped + d
+          if slow.buffered > max_slow then max_slow = slow.buffered end
+          if i % 20 == 0 then
+            local now = rss_kib()
+            if now > peak then peak = now end
+          end
+        end
+        assert(helpers.wait_until(function()
+          for i = 1, FAST do
+            if fast[i].n < P then return false end
+          end
+          return true
+        end, 10), "the fast subscribers did not get every message")
+        for i = 1, FAST do
+          assert.is_nil(fast[i].bad)
+          assert.equal(P, fast[i].n)
+          assert.equal(0, fast_ws[i].dropped)
+        end
+        assert(dropped > P / 2, "only " .. dropped .. " of " .. P .. " publishes were dropped for the stalled subscriber")
+        assert.equal(dropped, slow.dropped)
+        assert.equal("open", slow.state) -- "drop" keeps it
+        -- its queue stopped at max_backlog (plus the message that crossed it)
+        assert(max_slow <= 1024 * 1024 + SIZE + 64, "the stalled subscriber's queue reached " .. max_slow)
+        local growth = (peak - before) / 1024
+        note("stalled subscriber: %d of %d dropped, queue at most %d bytes, RSS %.1f -> peak %.1f MiB",
+          dropped, P, max_slow, before / 1024, peak / 1024)
+        -- without the bound the stalled subscriber alone would hold ~200 MiB
+        assert(growth < 48, format("RSS grew by %.1f MiB (from %.1f MiB) publishing %d MiB", growth, before / 1024, P * SIZE / 2 ^ 20))
+        raw:close()
+        for i = 1, FAST do assert(clients[i]:close()) end
+      end, 30)
+    end)
+
+    it("closes a subscriber that never reads with 1013 under on_backlog = 'close', and the others go on", function()
+      helpers.run(function()
+        local conns = {}
+        local SIZE, MAXB = 64 * 1024, 256 * 1024
+        local server = topic_server({ on_backlog = "close", max_backlog = MAXB, close_timeout = 3 }, conns)
+        local client = assert(helpers.connect(helpers.url(server.port, "/f?t=feed")))
+        local fast = counter(client, SIZE)
+        assert(helpers.wait_until(function() return conns.f and conns.f.ready end, 3))
+        local raw, slow = stalled_client(server.port, "slow", "feed", conns)
+        local pad = ("y"):rep(SIZE - 8)
+        local i, closed_at = 0, nil
+        while i < 2000 do
+          keep_pace({ conns.f.ws }, MAXB / 2)
+          i = i + 1
+          local q, d = duplex.publish("feed", format("%08d", i) .. pad, "binary")
+          if closed_at then
+            -- a closing subscriber is not counted, as queued or as dropped
+            assert.equal(1, q)
+            assert.equal(0, d)
+            if i >= closed_at + 20 then break end
+          elseif d == 1 then
+            assert.equal(1, q)
+            closed_at = i
+            assert.equal("closing", slow.state)
+            assert.equal(1, slow.dropped)
+          else
+            assert.equal(2, q)
+          end
+        end
+        assert(closed_at, "the stalled subscriber was never closed")
+        -- the peer finally reads: what was in flight, then the close frame
+        local code, reason, frames = raw:read_close(10)
+        assert.equal(1013, code)
+        assert.equal("subscriber too slow", reason)
+        assert(#frames < closed_at, "more frames than were published before the close")
+        note("close: closed at publish %d, the peer read %d data frames before the close frame", closed_at, #frames)
+        for n, f in ipairs(frames) do
+          assert.equal(format("%08d", n), f.payload:sub(1, 8))
+        end
+        assert(raw:send_frame({ opcode = 8, payload = helpers.close_payload(1013, "") }))
+        assert(helpers.wait_until(function() return slow.state == "closed" end, 5))
+        assert.equal(1013, slow.close_code)
+        assert.equal(1, duplex.subscribers("feed"))
+        assert(helpers.wait_until(function() return fast.n == i end, 5))
+        assert.is_nil(fast.bad)
+        assert.equal(0, conns.f.ws.dropped)
+        assert(client:close())
+      end, 20)
+    end)
+
+    it("answers a ping from a backlogged peer ahead of the queued data", function()
+      helpers.run(function()
+        local conns = {}
+        local SIZE, MAXB = 64 * 1024, 4 * 1024 * 1024
+        local server = topic_server({ max_backlog = MAXB }, conns)
+        local raw, slow = stalled_client(server.port, "slow", "feed", conns)
+        local pad = ("z"):rep(SIZE - 8)
+        local queued = 0
+        for i = 1, 1000 do
+          local q = duplex.publish("feed", format("%08d", i) .. pad, "binary")
+          if q == 0 then break end
+          queued = queued + 1
+          if i % 16 == 0 then duplex.sleep(0.001) end -- let the kernel take what it takes
+        end
+        assert(slow.dropped > 0, "the queue never passed max_backlog")
+        local backlog = slow.buffered
+        assert(backlog >= MAXB, "queued: " .. backlog)
+        assert(raw:send_frame({ opcode = 9, payload = "are you there" }))
+        duplex.sleep(0.1) -- the server reads it while its queue is full
+        local before, after, pong = 0, 0, false
+        local n = 0
+        while n < queued or not pong do
+          local f, err = raw:read_frame(10)
+          assert(f, err)
+          if f.opcode == 10 then
+            assert.is_false(pong, "two pongs")
+            assert.equal("are you there", f.payload)
+            pong = true
+          else
+            n = n + 1
+            assert.equal(2, f.opcode)
+            assert.equal(format("%08d", n), f.payload:sub(1, 8))
+            if pong then after = after + #f.payload else before = before + #f.payload end
+          end
+        end
+        assert.equal(queued, n)
+        note("ping: %d messages queued, %d bytes in the queue at the ping, %d bytes before the pong, %d after",
+          queued, backlog, before, after)
+        -- the pong came before what was queued at the ping, but for what was
+        -- already on its way
+        assert(after >= backlog / 2, format("%d bytes before the pong, %d after, %d were queued", before, after, backlog))
+        raw:close()
+      end, 20)
     end)
   end)
 
