@@ -519,6 +519,94 @@ describe("topics", function()
     end)
   end)
 
+  describe("compression", function()
+    it("gives compressed and plain subscribers on one topic the same messages, sharing one compressed frame without context takeover", function()
+      helpers.run(function()
+        local conns = {}
+        local a = topic_server({ compression = { context_takeover = false } }, conns)
+        local b = topic_server({ compression = true }, conns)
+        local clients, readers, expect = {}, {}, {}
+        local function add(port, name, compression, compressed)
+          local ws = assert(helpers.connect(helpers.url(port, "/" .. name .. "?t=mixed"), { compression = compression }))
+          assert.equal(compressed, ws.compression, name)
+          clients[#clients + 1] = ws
+          readers[#readers + 1] = reader(ws)
+          expect[#expect + 1] = compressed
+        end
+        for i = 1, 3 do
+          add(a.port, "a_on" .. i, nil, true)
+          add(a.port, "a_off" .. i, false, false)
+          add(b.port, "b_on" .. i, true, true)
+          add(b.port, "b_off" .. i, false, false)
+        end
+        -- raw peers that show the bytes: two with permessage-deflate, one without
+        local pmd = { "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits" }
+        local raws, heads = {}, {}
+        for i = 1, 3 do
+          raws[i], heads[i] = helpers.raw_ws_client(a.port, { path = "/raw" .. i .. "?t=mixed", extra = i < 3 and pmd or nil })
+        end
+        assert.matches("server_no_context_takeover", heads[1].headers["sec-websocket-extensions"], 1, true)
+        assert.is_nil(heads[3].headers["sec-websocket-extensions"])
+        assert(helpers.wait_until(function() return duplex.subscribers("mixed") == #clients + 3 end, 3))
+        for i = 1, 3 do
+          assert.equal(i < 3, conns["raw" .. i].ws.compression)
+        end
+        local msgs, kinds = {}, {}
+        math.randomseed(7)
+        for i = 1, 40 do
+          local m, kind = nil, "text"
+          if i % 4 == 0 then
+            m = "short " .. i -- under the threshold: sent plain
+          elseif i % 4 == 1 then
+            m = ("line %d: the quick brown fox jumps over the lazy dog. "):format(i):rep(60)
+          elseif i % 4 == 2 then
+            local t = {}
+            for j = 1, 3000 do t[j] = string.char(math.random(0, 255)) end
+            m, kind = table.concat(t), "binary"
+          else
+            m = i == 3 and "" or ("caf\195\169 \226\156\147 %d "):format(i):rep(100)
+          end
+          msgs[i], kinds[i] = m, kind
+          local q, d = duplex.publish("mixed", m, kind)
+          assert.equal(#clients + 3, q)
+          assert.equal(0, d)
+        end
+        assert(helpers.wait_until(function()
+          for i = 1, #readers do
+            if #readers[i].got < #msgs then return false end
+          end
+          return true
+        end, 5))
+        for i = 1, #readers do same_list(msgs, readers[i].got, "subscriber " .. i .. " (compressed: " .. tostring(expect[i]) .. ")") end
+        local frames = {}
+        for r = 1, 3 do
+          frames[r] = {}
+          for i = 1, #msgs do
+            local f = assert(raws[r]:read_frame(5))
+            assert.equal(kinds[i] == "binary" and 2 or 1, f.opcode)
+            frames[r][i] = f
+          end
+        end
+        for i = 1, #msgs do
+          -- the two compressed peers get the very same bytes
+          assert.equal(frames[1][i].rsv, frames[2][i].rsv)
+          assert.equal(frames[1][i].payload, frames[2][i].payload, "frame " .. i)
+          assert.equal(0, frames[3][i].rsv)
+          assert.equal(msgs[i], frames[3][i].payload)
+          if i % 4 == 1 then
+            assert.equal(4, frames[1][i].rsv, "message " .. i .. " compressed")
+            assert(#frames[1][i].payload < #msgs[i] / 4)
+          elseif i % 4 == 0 then
+            assert.equal(0, frames[1][i].rsv)
+            assert.equal(msgs[i], frames[1][i].payload)
+          end
+        end
+        for i = 1, 3 do raws[i]:close() end
+        for i = 1, #clients do assert(clients[i]:close()) end
+      end, 15)
+    end)
+  end)
+
   describe("membership in the middle of a stream", function()
     it("keeps the message published just before an unsubscribe, then nothing; a subscribe takes effect for the next publish; a closed subscriber leaves", function()
       helpers.run(function()
