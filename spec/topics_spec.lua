@@ -246,6 +246,109 @@ describe("topics", function()
     end)
   end)
 
+  describe("names and membership", function()
+    it("matches topic names exactly (case, NUL bytes, prefixes)", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({}, conns)
+        local c = reader(assert(helpers.connect(helpers.url(server.port, "/a"))))
+        assert(helpers.wait_until(function() return conns.a and conns.a.ready end, 3))
+        local ws = conns.a.ws
+        assert.is_true(ws:subscribe("a\0b"))
+        assert.is_true(ws:subscribe("Room"))
+        assert.is_false(ws:subscribed("a"))
+        assert.is_false(ws:subscribed("room"))
+        assert.equal(0, duplex.subscribers("a"))
+        assert.equal(0, duplex.subscribers("a\0"))
+        assert.equal(0, duplex.subscribers("a\0b\0"))
+        assert.equal(1, duplex.subscribers("a\0b"))
+        assert.equal(0, (duplex.publish("a", "no")))
+        assert.equal(0, (duplex.publish("room", "no")))
+        assert.equal(0, (duplex.publish("Room ", "no")))
+        assert.equal(1, (duplex.publish("a\0b", "yes 1")))
+        assert.equal(1, (duplex.publish("Room", "yes 2")))
+        local list = ws:topics()
+        table.sort(list)
+        assert.same({ "Room", "a\0b" }, list)
+        assert(helpers.wait_until(function() return #c.got >= 2 end, 3))
+        duplex.sleep(0.02)
+        same_list({ "yes 1", "yes 2" }, c.got, "client")
+        assert(c.ws:close())
+      end)
+    end)
+
+    it("keeps counts right over thousands of topics, and a closing connection leaves them all", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({}, conns)
+        local T = 3000
+        local clients = connect_many(3, function(i) return helpers.url(server.port, "/c" .. i) end)
+        assert(helpers.wait_until(function() return conns.c1 and conns.c2 and conns.c3 and conns.c3.ready end, 3))
+        local w1, w2, w3 = conns.c1.ws, conns.c2.ws, conns.c3.ws
+        for i = 1, T do
+          assert.is_true(w1:subscribe("topic/" .. i))
+          if i % 2 == 0 then assert.is_true(w2:subscribe("topic/" .. i)) end
+          if i % 3 == 0 then assert.is_true(w3:subscribe("topic/" .. i)) end
+        end
+        assert.equal(T, #w1:topics())
+        assert.equal(T / 2, #w2:topics())
+        for i = 1, T do
+          local want = 1 + (i % 2 == 0 and 1 or 0) + (i % 3 == 0 and 1 or 0)
+          assert.equal(want, duplex.subscribers("topic/" .. i), "topic/" .. i)
+        end
+        -- the second leaves every topic by closing
+        assert(clients[2]:close())
+        assert(helpers.wait_until(function() return w2.state == "closed" end, 3))
+        assert.same({}, w2:topics())
+        for i = 1, T do
+          local want = 1 + (i % 3 == 0 and 1 or 0)
+          assert.equal(want, duplex.subscribers("topic/" .. i), "topic/" .. i .. " after the close")
+        end
+        -- the first unsubscribes from each, the third closes from the server side
+        for i = 1, T do assert.is_true(w1:unsubscribe("topic/" .. i)) end
+        assert(w3:close())
+        for i = 1, T do assert.equal(0, duplex.subscribers("topic/" .. i)) end
+        assert.equal(0, (duplex.publish("topic/6", "nobody")))
+        -- and the table still works afterwards
+        assert.is_true(w1:subscribe("topic/6"))
+        assert.equal(1, duplex.subscribers("topic/6"))
+        assert(clients[1]:close())
+        assert.equal(0, duplex.subscribers("topic/6"))
+      end, 20)
+    end)
+
+    it("lets our client's connections subscribe: a publish reaches their servers, masked and in order", function()
+      helpers.run(function()
+        local log = {}
+        local got = {}
+        local server = helpers.serve({}, function(ws)
+          while true do
+            local msg = ws:receive()
+            if not msg then break end
+            got[#got + 1] = msg
+          end
+          log.done = true
+        end)
+        local cs = connect_many(5, function() return helpers.url(server.port, "/") end)
+        for i = 1, 5 do assert.is_true(cs[i]:subscribe("up")) end
+        assert.equal(5, duplex.subscribers("up"))
+        local q = cs[1]:publish("up", "from one")
+        assert.equal(4, q)
+        q = duplex.publish("up", ("big "):rep(20000))
+        assert.equal(5, q)
+        assert(helpers.wait_until(function() return #got == 9 end, 5), "server got " .. #got)
+        local small, big = 0, 0
+        for i = 1, #got do
+          if got[i] == "from one" then small = small + 1 elseif got[i] == ("big "):rep(20000) then big = big + 1 end
+        end
+        assert.equal(4, small)
+        assert.equal(5, big)
+        for i = 1, 5 do assert(cs[i]:close()) end
+        assert.equal(0, duplex.subscribers("up"))
+      end)
+    end)
+  end)
+
   describe("fan-out", function()
     it("delivers every publish once and in order to 1000 subscribers, skips the sender and keeps FIFO order with own sends", function()
       local N, K = 1000, 10
@@ -473,6 +576,54 @@ describe("topics", function()
       end, 20)
     end)
 
+    it("closes several stalled subscribers met in one publish, each with 1013", function()
+      helpers.run(function()
+        local conns = {}
+        local SIZE, MAXB, S = 64 * 1024, 128 * 1024, 5
+        local server = topic_server({ on_backlog = "close", max_backlog = MAXB, close_timeout = 3 }, conns)
+        local client = assert(helpers.connect(helpers.url(server.port, "/f?t=feed")))
+        local fast = counter(client, SIZE)
+        assert(helpers.wait_until(function() return conns.f and conns.f.ready end, 3))
+        local raws, slows = {}, {}
+        for i = 1, S do raws[i], slows[i] = stalled_client(server.port, "slow" .. i, "feed", conns) end
+        -- the stalled ones joined last: fill their kernel buffers, and then
+        -- one publish meets them all over the bound
+        local pad = ("w"):rep(SIZE - 8)
+        local i, closed = 0, 0
+        while closed < S and i < 2000 do
+          keep_pace({ conns.f.ws }, MAXB / 2)
+          i = i + 1
+          local q, d = duplex.publish("feed", format("%08d", i) .. pad, "binary")
+          assert.equal(q + d + closed, S + 1, "publish " .. i)
+          closed = closed + d
+        end
+        assert.equal(S, closed)
+        for k = 1, S do
+          assert.equal("closing", slows[k].state)
+          assert.equal(1, slows[k].dropped)
+        end
+        assert.equal(1, duplex.subscribers("feed")) -- a closing connection has left already
+        for k = 1, S do
+          local code, reason, frames = raws[k]:read_close(10)
+          assert.equal(1013, code, "stalled subscriber " .. k)
+          assert.equal("subscriber too slow", reason)
+          for n, f in ipairs(frames) do assert.equal(format("%08d", n), f.payload:sub(1, 8)) end
+          assert(raws[k]:send_frame({ opcode = 8, payload = helpers.close_payload(1013, "") }))
+        end
+        assert(helpers.wait_until(function()
+          for k = 1, S do
+            if slows[k].state ~= "closed" then return false end
+          end
+          return true
+        end, 5))
+        for k = 1, S do assert.equal(1013, slows[k].close_code) end
+        assert.equal(1, (duplex.publish("feed", format("%08d", i + 1) .. pad, "binary")))
+        assert(helpers.wait_until(function() return fast.n == i + 1 end, 5))
+        assert.is_nil(fast.bad)
+        assert(client:close())
+      end, 20)
+    end)
+
     it("answers a ping from a backlogged peer ahead of the queued data", function()
       helpers.run(function()
         local conns = {}
@@ -604,6 +755,79 @@ describe("topics", function()
         for i = 1, 3 do raws[i]:close() end
         for i = 1, #clients do assert(clients[i]:close()) end
       end, 15)
+    end)
+  end)
+
+  describe("TLS", function()
+    local pki = require "helpers.pki"
+
+    -- n TLS subscribers (our client, trusting the test CA) and n plain ones
+    -- on topic "mix"; returns the readers, TLS ones first.
+    local function mixed(n)
+      local p = pki.get()
+      local conns = {}
+      local tls = topic_server({ tls = { cert = p.server_cert, key = p.server_key } }, conns)
+      local plain = topic_server({}, conns)
+      local readers = {}
+      for i = 1, n do
+        local ws = assert(helpers.connect(("wss://localhost:%d/t%d?t=mix"):format(tls.port, i), { tls = { ca = p.ca } }))
+        readers[i] = reader(ws)
+        ws = assert(helpers.connect(helpers.url(plain.port, "/p" .. i .. "?t=mix")))
+        readers[n + i] = reader(ws)
+      end
+      assert(helpers.wait_until(function() return duplex.subscribers("mix") == 2 * n end, 5))
+      return readers
+    end
+
+    local function all_got(readers, n, timeout)
+      return helpers.wait_until(function()
+        for k = 1, #readers do
+          if #readers[k].got < n then return false end
+        end
+        return true
+      end, timeout)
+    end
+
+    local function counts(readers)
+      local t = {}
+      for k = 1, #readers do t[k] = #readers[k].got end
+      return table.concat(t, " ")
+    end
+
+    -- Fails on the topics branch at 64abbb1: see the report. A TLS
+    -- connection encrypts about 64 KiB of its queue per flush; when the
+    -- kernel takes those records at once, the rest of the queue waits for
+    -- the next write on that connection (there may be none).
+    it("delivers three 70 000-byte publishes queued in one turn to a TLS subscriber", function()
+      helpers.run(function()
+        local readers = mixed(1)
+        local m = ("t"):rep(70000)
+        for _ = 1, 3 do assert.equal(2, (duplex.publish("mix", m))) end
+        assert(all_got(readers, 3, 3), "messages received (TLS, plain): " .. counts(readers))
+        for k = 1, #readers do assert(readers[k].ws:close()) end
+      end)
+    end)
+
+    it("fans out to TLS and plain subscribers on one topic", function()
+      helpers.run(function()
+        local readers = mixed(4)
+        local msgs = {}
+        for i = 1, 30 do
+          -- up to 300 KiB, past the 64 KiB that TLS encrypts at a time
+          msgs[i] = format("%04d", i) .. ("abcdefghij"):rep(i * 1000)
+          local q, d = duplex.publish("mix", msgs[i])
+          assert(q == 8 and d == 0, format("publish %d: queued %s, dropped %s", i, tostring(q), tostring(d)))
+          -- below max_backlog for all: wait for every reader now and then
+          if i % 3 == 0 then
+            assert(all_got(readers, i, 3), "after publish " .. i .. ", messages received (4 TLS, 4 plain): " .. counts(readers))
+          end
+        end
+        for i = 1, #readers do
+          assert.equal(#msgs, #readers[i].got, "subscriber " .. i)
+          for k = 1, #msgs do assert(readers[i].got[k] == msgs[k], "subscriber " .. i .. " message " .. k) end
+        end
+        for i = 1, #readers do assert(readers[i].ws:close()) end
+      end, 20)
     end)
   end)
 
