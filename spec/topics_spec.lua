@@ -349,6 +349,55 @@ describe("topics", function()
     end)
   end)
 
+  describe("publishing from anywhere", function()
+    it("publishes from an http handler, a spawned coroutine and the handler of another connection", function()
+      helpers.run(function()
+        local conns = {}
+        local server = helpers.serve({
+          http = function(req)
+            local q, d = duplex.publish("news", "from http " .. req.query)
+            return 200, { ["Content-Type"] = "text/plain" }, q .. " " .. d
+          end,
+        }, function(ws)
+          local name = ws.request.path:sub(2)
+          conns[name] = ws
+          if name == "sub" then assert(ws:subscribe("news")) end
+          while true do
+            local msg = ws:receive()
+            if not msg then break end
+            -- a handler publishing what its peer sent
+            local q = ws:publish("news", "relay " .. msg)
+            assert(ws:send("relayed to " .. q))
+          end
+        end)
+        local sub = reader(assert(helpers.connect(helpers.url(server.port, "/sub"))))
+        local other = reader(assert(helpers.connect(helpers.url(server.port, "/other"))))
+        assert(helpers.wait_until(function() return duplex.subscribers("news") == 1 and conns.other end, 3))
+        -- an http request
+        local raw = assert(helpers.raw_client(server.port))
+        assert(raw:send("GET /pub?one HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+        local head = assert(raw:read_head(3))
+        assert.equal(200, head.status)
+        assert(raw:wait_eof(3))
+        assert.equal("1 0", raw.buf)
+        -- a coroutine of its own
+        local done = false
+        duplex.spawn(function()
+          assert.equal(1, (duplex.publish("news", "from a coroutine")))
+          done = true
+        end)
+        assert(helpers.wait_until(function() return done end, 3))
+        -- another connection's handler
+        assert(other.ws:send("hi"))
+        assert(helpers.wait_until(function() return #sub.got == 3 and #other.got == 1 end, 3))
+        same_list({ "from http one", "from a coroutine", "relay hi" }, sub.got, "subscriber")
+        same_list({ "relayed to 1" }, other.got, "the relaying client")
+        assert(sub.ws:close())
+        assert(other.ws:close())
+      end)
+    end)
+  end)
+
   describe("fan-out", function()
     it("delivers every publish once and in order to 1000 subscribers, skips the sender and keeps FIFO order with own sends", function()
       local N, K = 1000, 10
@@ -523,6 +572,43 @@ describe("topics", function()
         assert(growth < 48, format("RSS grew by %.1f MiB (from %.1f MiB) publishing %d MiB", growth, before / 1024, P * SIZE / 2 ^ 20))
         raw:close()
         for i = 1, FAST do assert(clients[i]:close()) end
+      end, 30)
+    end)
+
+    it("drops for our own client that never calls receive (it stops reading from TCP), and memory stays bounded", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({}, conns)
+        local SIZE, P = 256 * 1024, 400 -- 100 MiB published
+        local client = assert(helpers.connect(helpers.url(server.port, "/f?t=feed")))
+        local fast = counter(client, SIZE)
+        -- never reads: no receive on it at all
+        local idle = assert(helpers.connect(helpers.url(server.port, "/idle?t=feed"), { high_water = 4096 }))
+        assert(helpers.wait_until(function() return conns.f and conns.idle and conns.idle.ready end, 3))
+        local fws, iws = conns.f.ws, conns.idle.ws
+        local pad = ("i"):rep(SIZE - 8)
+        collectgarbage("collect")
+        local before = rss_kib()
+        local peak, dropped = before, 0
+        for i = 1, P do
+          keep_pace({ fws }, 512 * 1024)
+          local q, d = duplex.publish("feed", format("%08d", i) .. pad, "binary")
+          assert.equal(2, q + d)
+          dropped = dropped + d
+          if i % 20 == 0 then peak = math.max(peak, rss_kib()) end
+        end
+        assert(helpers.wait_until(function() return fast.n == P end, 10))
+        assert.is_nil(fast.bad)
+        assert.equal(0, fws.dropped)
+        assert(dropped > P / 2, "only " .. dropped .. " of " .. P .. " dropped for the idle client")
+        assert.equal(dropped, iws.dropped)
+        note("idle client: %d of %d dropped, RSS %.1f -> peak %.1f MiB", dropped, P, before / 1024, peak / 1024)
+        assert((peak - before) / 1024 < 48, format("RSS grew by %.1f MiB", (peak - before) / 1024))
+        -- what it holds is still in order when it finally reads
+        local first = idle:receive()
+        assert.equal("00000001", first:sub(1, 8))
+        idle:abort()
+        assert(client:close())
       end, 30)
     end)
 
