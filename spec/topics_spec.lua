@@ -213,6 +213,31 @@ describe("topics", function()
       end)
     end)
 
+    it("returns nil, 'closed' from subscribe while closing, and a closing connection has left its topics", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({ close_timeout = 2 }, conns)
+        -- a raw peer that will not answer the close
+        local raw = helpers.raw_ws_client(server.port, { path = "/r?t=x" })
+        assert(helpers.wait_until(function() return conns.r and conns.r.ready end, 3))
+        local ws = conns.r.ws
+        assert.equal(1, duplex.subscribers("x"))
+        duplex.spawn(function() ws:close(4001, "going") end)
+        assert(helpers.wait_until(function() return ws.state == "closing" end, 3))
+        local ok, err = ws:subscribe("y")
+        assert.is_nil(ok)
+        assert.equal("closed", err)
+        assert.equal(0, duplex.subscribers("x"))
+        assert.equal(0, duplex.subscribers("y"))
+        assert.equal(0, (duplex.publish("x", "not for a closing one")))
+        local code, reason, frames = raw:read_close(3)
+        assert.equal(4001, code)
+        assert.equal("going", reason)
+        assert.equal(0, #frames)
+        raw:close()
+      end)
+    end)
+
     it("gives a copy from topics(): unsubscribing while walking it works", function()
       helpers.run(function()
         local conns = {}
@@ -610,6 +635,61 @@ describe("topics", function()
         idle:abort()
         assert(client:close())
       end, 30)
+    end)
+
+    it("keeps a compressing (context takeover) subscriber's stream valid across dropped publishes", function()
+      helpers.run(function()
+        local conns = {}
+        local server = topic_server({ compression = true, max_backlog = 256 * 1024 }, conns)
+        local SIZE, P = 64 * 1024, 200
+        local client = assert(helpers.connect(helpers.url(server.port, "/f?t=feed"), { compression = false }))
+        local fast = counter(client, SIZE)
+        local idle = assert(helpers.connect(helpers.url(server.port, "/idle?t=feed"), { high_water = 4096 }))
+        assert.is_true(idle.compression)
+        assert(helpers.wait_until(function() return conns.f and conns.idle and conns.idle.ready end, 3))
+        local fws, iws = conns.f.ws, conns.idle.ws
+        -- random bytes do not shrink: the backlog fills as fast as plain
+        math.randomseed(3)
+        local t = {}
+        for i = 1, SIZE - 8 do t[i] = string.char(math.random(0, 255)) end
+        local pad = table.concat(t)
+        local dropped = 0
+        for i = 1, P do
+          keep_pace({ fws }, 128 * 1024)
+          local q, d = duplex.publish("feed", format("%08d", i) .. pad, "binary")
+          assert.equal(2, q + d)
+          dropped = dropped + d
+        end
+        assert(dropped > 0, "nothing was dropped for the idle subscriber")
+        assert.equal(dropped, iws.dropped)
+        assert(iws:send("end")) -- its own send, after what was queued
+        -- now it reads: what it got inflates to whole messages, in order
+        local last, n = 0, 0
+        while true do
+          local msg, err = idle:receive()
+          assert(msg, err)
+          if msg == "end" then break end
+          local seq = tonumber(msg:sub(1, 8))
+          assert(seq and seq > last, "out of order: " .. tostring(seq) .. " after " .. last)
+          assert(msg:sub(9) == pad, "message " .. seq .. " differs")
+          last, n = seq, n + 1
+          assert(seq <= P)
+        end
+        assert.equal(P - dropped, n)
+        -- and its compressor is still in step with the peer's inflater
+        for i = P + 1, P + 20 do
+          assert.equal(2, (duplex.publish("feed", format("%08d", i) .. pad, "binary")))
+          local msg, err = idle:receive()
+          assert(msg, err)
+          assert.equal(format("%08d", i), msg:sub(1, 8))
+          assert(msg:sub(9) == pad)
+        end
+        assert(helpers.wait_until(function() return fast.n == P + 20 end, 5))
+        assert.is_nil(fast.bad)
+        assert.equal("open", idle.state)
+        assert(idle:close())
+        assert(client:close())
+      end, 20)
     end)
 
     it("closes a subscriber that never reads with 1013 under on_backlog = 'close', and the others go on", function()
