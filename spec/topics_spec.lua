@@ -1048,6 +1048,67 @@ describe("topics", function()
     end)
   end)
 
+  describe("order with large frames", function()
+    for _, compression in ipairs({ false, true }) do
+      it("keeps publishes and own sends of 64 KiB and more in FIFO order, written directly or queued (compression " .. tostring(compression) .. ")", function()
+        helpers.run(function()
+          local conns = {}
+          local server = topic_server({ max_backlog = 64 * 1024 * 1024, high_water = 16 * 1024 * 1024, compression = compression }, conns)
+          local N, R = 3, 120
+          local clients = connect_many(N, function(i) return helpers.url(server.port, "/s" .. i .. "?t=big") end)
+          local heads = {}
+          for i = 1, N do
+            local r = { n = 0, got = {} }
+            heads[i] = r
+            local ws = clients[i]
+            duplex.spawn(function()
+              while true do
+                local msg = ws:receive()
+                if not msg then break end
+                -- only the head of each message is kept, with its length
+                r.got[#r.got + 1] = msg:sub(1, 12) .. "/" .. #msg
+                if #r.got % 7 == 0 then duplex.sleep(0.001) end -- a reader a little behind at times
+              end
+            end)
+          end
+          assert(helpers.wait_until(function() return duplex.subscribers("big") == N end, 3))
+          local want = {}
+          for i = 1, N do want[i] = {} end
+          local big_pub = ("P"):rep(100 * 1024)
+          local big_own = ("O"):rep(70 * 1024)
+          for r = 1, R do
+            local head = format("pub %08d", r)
+            local size = (r % 3 == 0) and 200 or #big_pub + 12
+            local q, d = duplex.publish("big", head .. big_pub:sub(1, size - 12), "binary")
+            assert.equal(N, q)
+            assert.equal(0, d)
+            for i = 1, N do
+              want[i][#want[i] + 1] = head .. "/" .. size
+              if (r + i) % 2 == 0 then
+                local own = format("own %08d", r)
+                local osize = (r % 5 == 0) and 100 or #big_own + 12
+                assert(conns["s" .. i].ws:send(own .. big_own:sub(1, osize - 12), "binary"))
+                want[i][#want[i] + 1] = own .. "/" .. osize
+              end
+            end
+            if r % 4 == 0 then duplex.sleep(0) end
+          end
+          assert(helpers.wait_until(function()
+            for i = 1, N do
+              if #heads[i].got < #want[i] then return false end
+            end
+            return true
+          end, 10))
+          for i = 1, N do same_list(want[i], heads[i].got, "subscriber " .. i) end
+          for i = 1, N do
+            assert.equal(compression, clients[i].compression)
+            assert(clients[i]:close())
+          end
+        end, 20)
+      end)
+    end
+  end)
+
   describe("membership in the middle of a stream", function()
     it("keeps the message published just before an unsubscribe, then nothing; a subscribe takes effect for the next publish; a closed subscriber leaves", function()
       helpers.run(function()
