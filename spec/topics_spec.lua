@@ -147,6 +147,32 @@ describe("topics", function()
       end)
     end)
 
+    local function refused(opts)
+      opts.host, opts.port = "127.0.0.1", 0
+      local ok, err = pcall(duplex.serve, opts, function() end)
+      if ok and err then err:close() end
+      assert(not ok, "accepted")
+      return err
+    end
+
+    -- Fails on the topics branch at 64abbb1: a number option of the wrong
+    -- type raises "bad argument #-1 to 'listen' (number expected, got
+    -- string)" at lua/duplex/init.lua, naming neither the option nor the
+    -- caller's line (opts.c reads numbers with luaL_checknumber).
+    it("names max_backlog when it is not a number", function()
+      assert.matches("max_backlog", refused({ max_backlog = "lots" }), 1, true)
+    end)
+
+    it("checks max_backlog and on_backlog, naming the option", function()
+      assert.matches("option 'max_backlog' must be a size in bytes", refused({ max_backlog = -1 }), 1, true)
+      assert.matches("option 'on_backlog' must be \"drop\" or \"close\"", refused({ on_backlog = "wait" }), 1, true)
+      assert.matches("on_backlog", refused({ on_backlog = 1 }), 1, true)
+      local ok = duplex.serve({ host = "127.0.0.1", port = 0, max_backlog = 0, on_backlog = "close" }, function() end)
+      assert(ok)
+      ok:close()
+      assert(helpers.drain(3))
+    end)
+
     it("subscribes idempotently, unsubscribes once, and rejects invalid UTF-8 text", function()
       helpers.run(function()
         local conns = {}
