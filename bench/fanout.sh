@@ -9,10 +9,12 @@
 #   SERVERS="duplex-manual node-ws" REPEAT=1 FANOUT_CONNS=1000 bash bench/fanout.sh
 #
 # Knobs (environment): SERVERS, REPEAT (3), DURATION (measured seconds, 3),
-# WARMUP (1), FANOUT_CONNS ("1000 10000"), FANOUT_WINDOW (16), CHAT_CONNS
-# ("100 500"), CHAT_WINDOW (1), IDLE_CONNS (10000, "" to skip), IDLE_TOPICS
-# (3), SIZE (100), PORT (first port, 19400), TIME_LIMIT (570 s: the whole run
-# stays under it; what does not fit is skipped and said so).
+# WARMUP (1), FANOUT_CONNS ("1000 10000"), FANOUT_WINDOW (16), LATENCY_CONNS
+# ("10000": fan-out with a window of 1, one publish at a time), CHAT_CONNS
+# ("100 500"), CHAT_WINDOW (1), IDLE_CONNS (10000), IDLE_TOPICS (3), SIZE
+# (100), PORT (first port, 19600), TIME_LIMIT (570 s: the whole run stays
+# under it; what does not fit is skipped and said so). A list set to "" skips
+# those runs.
 set -u
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,12 +27,13 @@ DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
 FANOUT_CONNS=${FANOUT_CONNS-"1000 10000"}
 FANOUT_WINDOW=${FANOUT_WINDOW:-16}
+LATENCY_CONNS=${LATENCY_CONNS-10000}
 CHAT_CONNS=${CHAT_CONNS-"100 500"}
 CHAT_WINDOW=${CHAT_WINDOW:-1}
 IDLE_CONNS=${IDLE_CONNS-10000}
 IDLE_TOPICS=${IDLE_TOPICS:-3}
 SIZE=${SIZE:-100}
-PORT=${PORT:-19400}
+PORT=${PORT:-19600}
 TIME_LIMIT=${TIME_LIMIT:-570}
 
 GEN=$BENCH/fanout
@@ -58,7 +61,7 @@ fi
 set_pinning
 
 max_conns=0
-for n in $FANOUT_CONNS $CHAT_CONNS $IDLE_CONNS; do [ "$n" -gt "$max_conns" ] && max_conns=$n; done
+for n in $FANOUT_CONNS $LATENCY_CONNS $CHAT_CONNS $IDLE_CONNS; do [ "$n" -gt "$max_conns" ] && max_conns=$n; done
 want_fds=$((max_conns + 256))
 ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want_fds" ]; then
@@ -164,6 +167,9 @@ for rep in $(seq "$REPEAT"); do
     for n in $FANOUT_CONNS; do
       run "$name" "fanout$n" fanout 1 --mode fanout --conns "$n" --window "$FANOUT_WINDOW" $common
     done
+    for n in $LATENCY_CONNS; do
+      run "$name" "latency$n" fanout 1 --mode fanout --conns "$n" --window 1 $common
+    done
     for n in $CHAT_CONNS; do
       run "$name" "chat$n" chat 1 --mode chat --conns "$n" --window "$CHAT_WINDOW" $common
     done
@@ -223,6 +229,9 @@ echo "median of $REPEAT runs of ${DURATION}s (after ${WARMUP}s); $SIZE-byte mess
 echo "node/x = node-ws's server CPU per delivery / this one's (both: higher is better)"
 for n in $FANOUT_CONNS; do
   table "fanout$n" "fan-out: $n subscribers, one of them publishing, window $FANOUT_WINDOW publishes"
+done
+for n in $LATENCY_CONNS; do
+  table "latency$n" "fan-out latency: $n subscribers, one publish at a time (window 1)"
 done
 for n in $CHAT_CONNS; do
   table "chat$n" "chat room: $n clients each publishing to the $((n - 1)) others, window $CHAT_WINDOW per client"
