@@ -10,11 +10,17 @@
 #define SIZE_LIMIT ((uint64_t)1 << 53) /* every integer below is exact in a double */
 
 /* Reads an optional number of seconds from opts into milliseconds. */
+/* The number at the top of the stack, or an error naming the option. */
+static lua_Number opt_number(lua_State *L, const char *name) {
+  if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "option '%s' must be a number", name);
+  return lua_tonumber(L, -1);
+}
+
 static uint64_t opt_ms(lua_State *L, int t, const char *name, uint64_t dflt) {
   lua_getfield(L, t, name);
   uint64_t v = dflt;
   if (!lua_isnil(L, -1)) {
-    lua_Number n = luaL_checknumber(L, -1);
+    lua_Number n = opt_number(L, name);
     if (!(n >= 0 && n <= 1e9)) /* NaN too */
       luaL_error(L, "option '%s' must be between 0 and 1e9 seconds", name);
     v = (uint64_t)(n * 1000 + 0.5);
@@ -30,7 +36,7 @@ static uint64_t opt_num(lua_State *L, int t, const char *name, uint64_t dflt, ui
   lua_getfield(L, t, name);
   uint64_t v = dflt;
   if (!lua_isnil(L, -1)) {
-    lua_Number n = luaL_checknumber(L, -1);
+    lua_Number n = opt_number(L, name);
     if (!(n >= (lua_Number)min && n <= (lua_Number)max)) { /* NaN too */
       char range[64]; /* lua_pushfstring knows no 64-bit integers in Lua 5.1 */
       snprintf(range, sizeof range, "%llu to %llu", (unsigned long long)min,

@@ -403,6 +403,9 @@ static int hook_queue(void *ud, const uint8_t *a, size_t an, const uint8_t *b, s
     int rc = write_direct(c, a, an, b, bn);
     if (rc <= 0) return rc;
   }
+  /* past high water, a pong stands in for any still waiting: the answer
+   * to the latest ping is enough (RFC 6455 5.5.3), in bounded memory */
+  if (control && c->q.ctrl && buffered(c) >= c->opts.high_water) outq_drop_control(&c->q, c->loop);
   int rc = control ? outq_control(&c->q, c->loop, a, an, b, bn, mask)
                    : outq_append(&c->q, c->loop, a, an, b, bn, mask);
   if (rc) return -1;
@@ -423,10 +426,10 @@ static const conn_io plain_io = {dispatch, plain_flush, plain_finish, 1};
 /* TLS */
 
 /* Encrypts queued plaintext once the TLS handshake allows it (the records
- * land in c->cipher), about PUMP_BYTES at a time so that a ping or pong
- * queued later waits behind little. What TLS does not take yet stays
- * queued, to go after the next input. 0, or -1 after aborting c. */
-static int tls_pump(conn *c) {
+ * land in c->cipher), about PUMP_BYTES at a time so that a pong queued
+ * later waits behind little. What TLS does not take yet stays queued, to go
+ * after the next input. The bytes it took, or -1 after aborting c. */
+static long tls_pump(conn *c) {
   if (!c->tls_ready || c->tls_closing) return 0;
   size_t pumped = 0;
   while (c->q.n && pumped < PUMP_BYTES) {
@@ -441,18 +444,24 @@ static int tls_pump(conn *c) {
     pumped += done;
     if (done < len) break;
   }
-  return 0;
+  return (long)pumped;
 }
 
+/* Records a pump's worth at a time, for as long as the kernel takes them
+ * all and plaintext is left. */
 static void tls_flush(conn *c) {
-  if (tls_pump(c) == 0) cipher_flush(c);
+  long pumped;
+  do {
+    if ((pumped = tls_pump(c)) < 0) return;
+    cipher_flush(c);
+  } while (pumped > 0 && c->q.n && !c->cipher.len && !c->inflight && !c->tcp_closing);
 }
 
 /* close_notify (so the peer can tell a cut from an end) after the last
  * byte: with plaintext still queued, the teardown runs again once it is out. */
 static int tls_finish(conn *c) {
   if (!c->tls_ready || c->tls_closing) return 0;
-  if (tls_pump(c)) return -1;
+  if (tls_pump(c) < 0) return -1;
   if (!c->q.n) {
     tls_shutdown(c->tls);
     c->tls_closing = 1;
@@ -712,12 +721,11 @@ static int hook_message(void *ud, int opcode, const uint8_t *data, size_t len) {
 
 static int hook_unread(void *ud) { return !inbox_empty(&((conn *)ud)->inbox); }
 
-/* Room for a pong: below the high-water mark, or when none waits. A pong
- * goes ahead of queued data, so a backlogged queue still answers one ping
- * at a time (the latest, as RFC 6455 5.5.3 allows), in bounded memory. */
+/* Always room for a pong: it goes ahead of queued data, and past high
+ * water it replaces the one still waiting (see hook_queue). */
 static int hook_room(void *ud) {
-  conn *c = ud;
-  return buffered(c) < c->opts.high_water || c->q.ctrl == 0;
+  (void)ud;
+  return 1;
 }
 
 /* The pong keepalive waits for starts the next quiet interval at once,

@@ -214,6 +214,19 @@ void outq_consume(outq *q, loop *l, size_t n) {
   }
 }
 
+void outq_drop_control(outq *q, loop *l) {
+  uint32_t at = q->sealed, k = q->ctrl;
+  for (uint32_t i = 0; i < k; i++) {
+    outq_seg *s = seg_at(q, at + i);
+    q->bytes -= s->len;
+    outq_block_unref(l, s->b);
+  }
+  for (uint32_t i = at; i + k < q->n; i++) *seg_at(q, i) = *seg_at(q, i + k);
+  q->n -= k;
+  q->ctrl = 0;
+  if (q->n == 0) release_ring(q);
+}
+
 void outq_drop_unsealed(outq *q, loop *l) {
   while (q->n > q->sealed) {
     outq_seg *s = seg_at(q, q->n - 1);
