@@ -393,8 +393,8 @@ static int write_direct(conn *c, const uint8_t *a, size_t an, const uint8_t *b, 
 }
 
 /* session_hooks.queue: a frame into the write queue (its blocks come from
- * the loop's spares: no malloc per message); a ping or pong goes ahead of
- * the data that is not in flight yet. */
+ * the loop's spares: no malloc per message); a pong goes ahead of the data
+ * that is not in flight yet. */
 static int hook_queue(void *ud, const uint8_t *a, size_t an, const uint8_t *b, size_t bn,
                       const uint8_t *mask, int control) {
   conn *c = ud;
