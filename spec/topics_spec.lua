@@ -10,6 +10,9 @@ local duplex = helpers.duplex
 local socket = helpers.socket
 
 local format = string.format
+-- ASan's quarantine keeps freed blocks resident (a publish frees its frame
+-- once written), so RSS says nothing about the queue's bound there
+local SANITIZED = (os.getenv("LD_PRELOAD") or ""):find("asan") ~= nil
 
 -- TOPICS_VERBOSE=1 prints the measured figures (RSS, drops, pong position).
 local function note(...)
@@ -620,7 +623,11 @@ describe("topics", function()
         note("stalled subscriber: %d of %d dropped, queue at most %d bytes, RSS %.1f -> peak %.1f MiB",
           dropped, P, max_slow, before / 1024, peak / 1024)
         -- without the bound the stalled subscriber alone would hold ~200 MiB
-        assert(growth < 48, format("RSS grew by %.1f MiB (from %.1f MiB) publishing %d MiB", growth, before / 1024, P * SIZE / 2 ^ 20))
+        if SANITIZED then
+          note("stalled subscriber: RSS not checked under ASan (the queue bound above is)")
+        else
+          assert(growth < 48, format("RSS grew by %.1f MiB (from %.1f MiB) publishing %d MiB", growth, before / 1024, P * SIZE / 2 ^ 20))
+        end
         raw:close()
         for i = 1, FAST do assert(clients[i]:close()) end
       end, 30)

@@ -403,9 +403,10 @@ static int hook_queue(void *ud, const uint8_t *a, size_t an, const uint8_t *b, s
     int rc = write_direct(c, a, an, b, bn);
     if (rc <= 0) return rc;
   }
-  /* past high water, a pong stands in for any still waiting: the answer
-   * to the latest ping is enough (RFC 6455 5.5.3), in bounded memory */
-  if (control && c->q.ctrl && buffered(c) >= c->opts.high_water) outq_drop_control(&c->q, c->loop);
+  /* past high water, a pong takes the place of the last one still waiting:
+   * the answer to the latest ping is enough (RFC 6455 5.5.3), and memory
+   * stays where it is */
+  if (control && buffered(c) >= c->opts.high_water) outq_drop_last_control(&c->q, c->loop);
   int rc = control ? outq_control(&c->q, c->loop, a, an, b, bn, mask)
                    : outq_append(&c->q, c->loop, a, an, b, bn, mask);
   if (rc) return -1;

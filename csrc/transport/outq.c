@@ -214,16 +214,17 @@ void outq_consume(outq *q, loop *l, size_t n) {
   }
 }
 
-void outq_drop_control(outq *q, loop *l) {
-  uint32_t at = q->sealed, k = q->ctrl;
-  for (uint32_t i = 0; i < k; i++) {
-    outq_seg *s = seg_at(q, at + i);
-    q->bytes -= s->len;
-    outq_block_unref(l, s->b);
-  }
-  for (uint32_t i = at; i + k < q->n; i++) *seg_at(q, i) = *seg_at(q, i + k);
-  q->n -= k;
-  q->ctrl = 0;
+void outq_drop_last_control(outq *q, loop *l) {
+  if (!q->ctrl) return;
+  uint32_t at = q->sealed + q->ctrl - 1;
+  outq_seg *s = seg_at(q, at);
+  outq_block *b = s->b;
+  if (s->off + s->len == b->len) b->len = s->off; /* its bytes may be used again */
+  q->bytes -= s->len;
+  outq_block_unref(l, b);
+  for (uint32_t i = at; i + 1 < q->n; i++) *seg_at(q, i) = *seg_at(q, i + 1);
+  q->n--;
+  q->ctrl--;
   if (q->n == 0) release_ring(q);
 }
 

@@ -76,8 +76,9 @@ size_t outq_seal(outq *q, size_t want, unsigned max);
 /* Drops n bytes from the front (what the kernel took). */
 void outq_consume(outq *q, loop *l, size_t n);
 
-/* Drops the control frames waiting behind the sealed segments. */
-void outq_drop_control(outq *q, loop *l);
+/* Drops the last of the control frames waiting behind the sealed segments
+ * (its bytes are used again when they end its block). */
+void outq_drop_last_control(outq *q, loop *l);
 
 /* Drops every unsealed segment (a connection that fails). */
 void outq_drop_unsealed(outq *q, loop *l);
