@@ -34,7 +34,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "wsclient.h"
@@ -74,16 +73,9 @@ static struct {
 
 /* ---- connections -------------------------------------------------------- */
 
-enum cstate { C_NEW, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_DONE };
-
 typedef struct conn {
-  int fd, idx;
-  enum cstate state;
-  int ready, want_out, dirty;
-  char accept[32];
-  char *head;
-  size_t head_len;
-  wsc_buf out;
+  wsc_conn w; /* first: epoll's data.ptr is both */
+  int ready, dirty;
   uint8_t carry[CARRY_MAX]; /* the start of a frame that the last read cut */
   size_t carry_len;
   /* as a publisher: seqs [done, tx) are in flight, cnt[seq % window] counts
@@ -95,8 +87,8 @@ typedef struct conn {
 static conn *conns;
 static conn **dirty; /* conns with bytes queued since the last flush */
 static int n_dirty;
-static int epfd;
-static int n_open, n_ready, n_pending_hs, n_started, n_done, connect_upto;
+static wsc_client cl;
+static int n_ready, connect_upto;
 static int receivers;    /* deliveries a publish must make */
 static uint32_t *expect; /* next seq each receiver expects from each sender */
 static int sending, measuring;
@@ -116,11 +108,11 @@ static void queue_frame(conn *c, int opcode, const uint8_t *data, size_t n) {
   uint8_t mask[4];
   uint64_t r = wsc_rng();
   memcpy(mask, &r, 4);
-  wsc_buf_reserve(&c->out, n + 8);
-  uint8_t *dst = c->out.p + c->out.len;
+  wsc_buf_reserve(&c->w.out, n + 8);
+  uint8_t *dst = c->w.out.p + c->w.out.len;
   size_t hl = wsc_encode_header(dst, opcode, n, mask);
   for (size_t i = 0; i < n; i++) dst[hl + i] = data[i] ^ mask[i & 3];
-  c->out.len += hl + n;
+  c->w.out.len += hl + n;
   mark_dirty(c);
 }
 
@@ -129,7 +121,7 @@ static void queue_publish(conn *c) {
   memset(p, 'x', cfg.size);
   put64(p, c->tx);
   put64(p + 8, wsc_now_ns());
-  put64(p + 16, (uint64_t)c->idx); /* 4 bytes of it fit before the filler */
+  put64(p + 16, (uint64_t)c->w.idx); /* 4 bytes of it fit before the filler */
   queue_frame(c, 2, p, cfg.size);
   c->tx++;
   in_flight++;
@@ -147,49 +139,14 @@ static void try_publish(conn *c) {
   }
 }
 
-static void finish(conn *c) {
-  if (c->state == C_DONE) return;
-  if (c->state == C_OPEN || c->state == C_CLOSING) n_open--;
-  c->state = C_DONE;
-  close(c->fd);
-  c->fd = -1;
-  n_done++;
-  wsc_buf_free(&c->out);
-}
-
-static void flush(conn *c) {
-  if (wsc_buf_send(c->fd, &c->out)) {
-    if (c->state == C_CLOSING) {
-      finish(c);
-      return;
-    }
-    wsc_die(EXIT_PROTO, "conn %d: send: %s", c->idx, strerror(errno));
-  }
-  wsc_set_events(epfd, c->fd, c, &c->want_out, c->out.len > 0);
-}
+static void flush(conn *c) { wsc_conn_flush(&cl, &c->w); }
 
 static void flush_dirty(void) {
   for (int i = 0; i < n_dirty; i++) {
     dirty[i]->dirty = 0;
-    if (dirty[i]->state != C_DONE) flush(dirty[i]);
+    if (dirty[i]->w.state != WSC_DONE) flush(dirty[i]);
   }
   n_dirty = 0;
-}
-
-static void start_connect(conn *c) {
-  c->fd = wsc_connect(epfd, cfg.port, c, c->idx);
-  c->state = C_CONNECTING;
-  c->want_out = 1;
-  n_pending_hs++;
-  n_started++;
-}
-
-static void send_request(conn *c) {
-  char req[512];
-  size_t n = wsc_request(req, sizeof req, cfg.path, cfg.port, c->accept);
-  wsc_buf_append(&c->out, req, n);
-  c->state = C_HANDSHAKE;
-  flush(c);
 }
 
 /* ---- what arrives ----------------------------------------------------------- */
@@ -205,17 +162,17 @@ static void advance(conn *s) {
 
 static void on_delivery(conn *r, const uint8_t *p, size_t len, uint64_t now) {
   if (len != cfg.size)
-    wsc_die(EXIT_PROTO, "conn %d: a message of %zu bytes, expected %zu", r->idx, len, cfg.size);
+    wsc_die(EXIT_PROTO, "conn %d: a message of %zu bytes, expected %zu", r->w.idx, len, cfg.size);
   uint64_t seq = get64(p), sent = get64(p + 8), sender = get64(p + 16) & 0xFFFFFFFFu;
   if (sender >= (uint64_t)cfg.conns || (cfg.mode == M_FANOUT && sender != (uint64_t)cfg.conns - 1))
-    wsc_die(EXIT_PROTO, "conn %d: a message from no publisher (%llu)", r->idx,
+    wsc_die(EXIT_PROTO, "conn %d: a message from no publisher (%llu)", r->w.idx,
             (unsigned long long)sender);
-  if (cfg.mode == M_CHAT && sender == (uint64_t)r->idx)
+  if (cfg.mode == M_CHAT && sender == (uint64_t)r->w.idx)
     wsc_die(EXIT_PROTO, "conn %d: its own message came back (the room must skip the sender)",
-            r->idx);
+            r->w.idx);
   conn *s = &conns[sender];
-  if (seq >= s->tx) wsc_die(EXIT_PROTO, "conn %d: a message that was never sent", r->idx);
-  uint32_t *e = &expect[(size_t)r->idx * (cfg.mode == M_CHAT ? (size_t)cfg.conns : 1) +
+  if (seq >= s->tx) wsc_die(EXIT_PROTO, "conn %d: a message that was never sent", r->w.idx);
+  uint32_t *e = &expect[(size_t)r->w.idx * (cfg.mode == M_CHAT ? (size_t)cfg.conns : 1) +
                         (cfg.mode == M_CHAT ? sender : 0)];
   if (seq < *e) { /* a duplicate or one overtaken by a later one */
     out_of_order++;
@@ -234,22 +191,22 @@ static void on_delivery(conn *r, const uint8_t *p, size_t len, uint64_t now) {
 
 static void on_frame(conn *c, int op, const uint8_t *p, size_t len, uint64_t now) {
   if (op == 2 && c->ready) {
-    if (c->state == C_OPEN) on_delivery(c, p, len, now);
+    if (c->w.state == WSC_OPEN) on_delivery(c, p, len, now);
   } else if (op == 1 && !c->ready && len == 5 && !memcmp(p, "ready", 5)) {
     c->ready = 1;
     n_ready++;
-    n_pending_hs--;
+    cl.n_pending_hs--;
   } else if (op == 9) {
-    if (c->state == C_OPEN) queue_frame(c, 10, p, len);
+    if (c->w.state == WSC_OPEN) queue_frame(c, 10, p, len);
   } else if (op == 8) {
-    if (c->state != C_CLOSING) {
+    if (c->w.state != WSC_CLOSING) {
       unsigned code = len >= 2 ? (unsigned)p[0] << 8 | p[1] : 1005;
-      wsc_die(EXIT_PROTO, "conn %d: the server closed the connection (code %u: %.*s)", c->idx, code,
-              len > 2 ? (int)len - 2 : 0, (const char *)p + 2);
+      wsc_die(EXIT_PROTO, "conn %d: the server closed the connection (code %u: %.*s)", c->w.idx,
+              code, len > 2 ? (int)len - 2 : 0, (const char *)p + 2);
     }
-    finish(c); /* our close went first; this is the answer */
+    wsc_conn_finish(&cl, &c->w); /* our close went first; this is the answer */
   } else if (op != 10) {
-    wsc_die(EXIT_PROTO, "conn %d: unexpected frame (opcode %d, %zu bytes%s)", c->idx, op, len,
+    wsc_die(EXIT_PROTO, "conn %d: unexpected frame (opcode %d, %zu bytes%s)", c->w.idx, op, len,
             c->ready ? "" : ", before \"ready\"");
   }
 }
@@ -257,15 +214,15 @@ static void on_frame(conn *c, int op, const uint8_t *p, size_t len, uint64_t now
 /* Handles the whole frames in d[0..n); returns how many bytes they took. */
 static size_t parse_frames(conn *c, const uint8_t *d, size_t n, uint64_t now) {
   size_t i = 0;
-  while (n - i >= 2 && c->state != C_DONE) {
+  while (n - i >= 2 && c->w.state != WSC_DONE) {
     uint8_t b0 = d[i], b1 = d[i + 1];
-    if (b0 & 0x70) wsc_die(EXIT_PROTO, "conn %d: reserved bits set", c->idx);
-    if (b1 & 0x80) wsc_die(EXIT_PROTO, "conn %d: masked frame from the server", c->idx);
+    if (b0 & 0x70) wsc_die(EXIT_PROTO, "conn %d: reserved bits set", c->w.idx);
+    if (b1 & 0x80) wsc_die(EXIT_PROTO, "conn %d: masked frame from the server", c->w.idx);
     if (!(b0 & 0x80) || (b0 & 15) == 0)
       wsc_die(EXIT_PROTO, "conn %d: a fragmented message (this bench expects whole frames)",
-              c->idx);
+              c->w.idx);
     size_t len = b1 & 0x7F;
-    if (len > 125) wsc_die(EXIT_PROTO, "conn %d: a frame longer than 125 bytes", c->idx);
+    if (len > 125) wsc_die(EXIT_PROTO, "conn %d: a frame longer than 125 bytes", c->w.idx);
     if (n - i < 2 + len) break;
     on_frame(c, b0 & 15, d + i + 2, len, now);
     i += 2 + len;
@@ -281,54 +238,36 @@ static void on_data(conn *c, size_t n, uint64_t now) {
   uint8_t *start = readbuf + CARRY_MAX - c->carry_len;
   memcpy(start, c->carry, c->carry_len);
   size_t total = c->carry_len + n, used = parse_frames(c, start, total, now);
-  if (c->state == C_DONE) return;
+  if (c->w.state == WSC_DONE) return;
   c->carry_len = total - used; /* part of one frame: < CARRY_MAX */
   memcpy(c->carry, start + used, c->carry_len);
 }
 
 static void on_open(conn *c, const uint8_t *rest, size_t n) {
-  c->state = C_OPEN;
-  n_open++;
+  c->w.state = WSC_OPEN;
+  cl.n_open++;
   memmove(readbuf + CARRY_MAX, rest, n);
   on_data(c, n, wsc_now_ns());
 }
 
 static void on_head(conn *c, const uint8_t *d, size_t n) {
-  size_t hl = wsc_head_feed(&c->head, &c->head_len, d, n, c->accept, c->idx);
-  if (!hl) return;
-  char *head = c->head;
-  size_t rest = c->head_len - hl;
-  c->head = NULL;
-  c->head_len = 0;
-  on_open(c, (const uint8_t *)head + hl, rest);
+  size_t at, rest;
+  char *head = wsc_conn_head(&c->w, d, n, &at, &rest);
+  if (!head) return;
+  on_open(c, (const uint8_t *)head + at, rest);
   free(head);
 }
 
 static void on_event(conn *c, uint32_t ev) {
-  if (c->state == C_CONNECTING) {
-    wsc_check_connected(c->fd, c->idx);
-    if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) send_request(c);
-    return;
-  }
+  if (wsc_conn_connecting(&cl, &c->w, ev)) return;
   if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-    ssize_t n = recv(c->fd, readbuf + CARRY_MAX, READ_SIZE, 0);
-    if (n <= 0 && c->state == C_CLOSING && (n == 0 || (errno != EAGAIN && errno != EINTR))) {
-      finish(c);
-      return;
-    }
-    if (n < 0 && errno != EAGAIN && errno != EINTR)
-      wsc_die(EXIT_PROTO, "conn %d: recv: %s", c->idx, strerror(errno));
-    if (n == 0)
-      wsc_die(EXIT_PROTO, "conn %d: the server dropped the connection without a close frame",
-              c->idx);
-    if (n > 0) {
-      if (c->state == C_HANDSHAKE)
-        on_head(c, readbuf + CARRY_MAX, (size_t)n);
-      else
-        on_data(c, (size_t)n, wsc_now_ns());
-    }
+    size_t n = wsc_conn_recv(&cl, &c->w, readbuf + CARRY_MAX, READ_SIZE);
+    if (n && c->w.state == WSC_HANDSHAKE)
+      on_head(c, readbuf + CARRY_MAX, n);
+    else if (n)
+      on_data(c, n, wsc_now_ns());
   }
-  if (c->state != C_DONE && (ev & EPOLLOUT)) flush(c);
+  if (c->w.state != WSC_DONE && (ev & EPOLLOUT)) flush(c);
 }
 
 /* ---- process readings (the server, via --pid) --------------------------- */
@@ -379,7 +318,7 @@ static void run_until(double deadline, int (*done)(void)) {
     }
     int ms = cfg.rate > 0 && sending ? 1 : 50;
     if (deadline - now < ms * 1e-3) ms = (int)((deadline - now) * 1000) + 1;
-    int n = epoll_wait(epfd, evs, 1024, ms);
+    int n = epoll_wait(cl.epfd, evs, 1024, ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       wsc_die(EXIT_PROTO, "epoll_wait: %s", strerror(errno));
@@ -388,13 +327,13 @@ static void run_until(double deadline, int (*done)(void)) {
     if (pub && pub->ready && cfg.rate > 0) try_publish(pub);
     flush_dirty();
     /* open more connections as earlier ones become ready */
-    while (n_started < connect_upto && n_pending_hs < MAX_PENDING_HS)
-      start_connect(&conns[n_started]);
+    while (cl.n_started < connect_upto && cl.n_pending_hs < MAX_PENDING_HS)
+      wsc_conn_start(&cl, &conns[cl.n_started].w);
   }
 }
 
 static int all_ready(void) { return n_ready == connect_upto; }
-static int all_done(void) { return n_done == cfg.conns; }
+static int all_done(void) { return cl.n_done == cfg.conns; }
 static int drained(void) { return in_flight == 0; }
 
 static void close_all(void) {
@@ -403,9 +342,9 @@ static void close_all(void) {
   in_flight = 0; /* what is still due is counted already; no stall watch now */
   for (int i = 0; i < cfg.conns; i++) {
     conn *c = &conns[i];
-    if (c->state != C_OPEN) continue;
+    if (c->w.state != WSC_OPEN) continue;
     queue_frame(c, 8, bye, 2);
-    c->state = C_CLOSING;
+    c->w.state = WSC_CLOSING;
   }
   flush_dirty();
   run_until(wsc_now_s() + CLOSE_LIMIT_S, all_done);
@@ -417,12 +356,12 @@ static double open_all(void) {
   double t0 = wsc_now_s();
   connect_upto = cfg.mode == M_FANOUT ? cfg.conns - 1 : cfg.conns;
   for (int round = 0; round < 2; round++) {
-    while (n_started < connect_upto && n_pending_hs < MAX_PENDING_HS)
-      start_connect(&conns[n_started]);
+    while (cl.n_started < connect_upto && cl.n_pending_hs < MAX_PENDING_HS)
+      wsc_conn_start(&cl, &conns[cl.n_started].w);
     run_until(t0 + CONNECT_LIMIT_S, all_ready);
     if (!all_ready())
       wsc_die(EXIT_PROTO, "only %d of %d connections were ready within %d s (%d open)", n_ready,
-              connect_upto, CONNECT_LIMIT_S, n_open);
+              connect_upto, CONNECT_LIMIT_S, cl.n_open);
     connect_upto = cfg.conns;
   }
   return wsc_now_s() - t0;
@@ -496,11 +435,13 @@ static void raise_nofile(void) {
 
 static void setup(void) {
   wsc_rng_seed();
-  epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (epfd < 0) wsc_die(EXIT_PROTO, "epoll_create1: %s", strerror(errno));
+  cl.epfd = epoll_create1(EPOLL_CLOEXEC);
+  cl.port = cfg.port;
+  cl.path = cfg.path;
+  if (cl.epfd < 0) wsc_die(EXIT_PROTO, "epoll_create1: %s", strerror(errno));
   conns = wsc_xcalloc((size_t)cfg.conns, sizeof *conns);
   dirty = wsc_xcalloc((size_t)cfg.conns, sizeof *dirty);
-  for (int i = 0; i < cfg.conns; i++) conns[i].idx = i, conns[i].fd = -1;
+  for (int i = 0; i < cfg.conns; i++) conns[i].w.idx = i, conns[i].w.fd = -1;
   if (cfg.mode == M_IDLE) return;
   receivers = cfg.mode == M_CHAT ? cfg.conns - 1 : cfg.conns;
   size_t cols = cfg.mode == M_CHAT ? (size_t)cfg.conns : 1;
@@ -512,14 +453,14 @@ static void setup(void) {
 
 static int idle_run(double connect_s, long rss0) {
   run_until(wsc_now_s() + cfg.duration, NULL);
-  if (n_open != cfg.conns) wsc_die(EXIT_PROTO, "connections were lost while idle");
+  if (cl.n_open != cfg.conns) wsc_die(EXIT_PROTO, "connections were lost while idle");
   long rss1 = cfg.pid ? wsc_read_rss_kb(cfg.pid) : -1;
   close_all();
   printf("mode=idle conns=%d connect_s=%.2f rss_before_kb=%ld rss_idle_kb=%ld bytes_per_conn=%.0f "
          "unclean_closes=%d\n",
          cfg.conns, connect_s, rss0, rss1,
          rss0 > 0 && rss1 > 0 ? (double)(rss1 - rss0) * 1024.0 / cfg.conns : -1.0,
-         cfg.conns - n_done);
+         cfg.conns - cl.n_done);
   return 0;
 }
 
@@ -557,7 +498,7 @@ static void report(const reading *a, const reading *b, double connect_s, uint64_
   if (have_io)
     printf(" server_writes=%lld deliveries_per_write=%.1f server_reads=%lld", w,
            w > 0 ? (double)deliveries / (double)w : 0.0, rd);
-  printf(" unclean_closes=%d\n", cfg.conns - n_done);
+  printf(" unclean_closes=%d\n", cfg.conns - cl.n_done);
 }
 
 int main(int argc, char **argv) {
@@ -586,7 +527,7 @@ int main(int argc, char **argv) {
   take_reading(&b);
   sending = 0;
   if (!stalled) run_until(wsc_now_s() + DRAIN_LIMIT_S, drained);
-  if (n_open != cfg.conns) wsc_die(EXIT_PROTO, "connections were lost during the run");
+  if (cl.n_open != cfg.conns) wsc_die(EXIT_PROTO, "connections were lost during the run");
   uint64_t tail = missing_tail();
   if (deliveries == 0 && !stalled && !(lost + tail + out_of_order))
     wsc_die(EXIT_PROTO, "no delivery at all during the measurement");

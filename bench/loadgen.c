@@ -25,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "wsclient.h"
@@ -53,16 +52,8 @@ static struct {
 
 /* ---- connections -------------------------------------------------------- */
 
-enum cstate { C_NEW, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_DONE };
-
 typedef struct conn {
-  int fd, idx;
-  enum cstate state;
-  char accept[32];
-  char *head;
-  size_t head_len;
-  wsc_buf out;
-  int want_out;
+  wsc_conn w; /* first: epoll's data.ptr is both */
   /* frame parser */
   uint8_t hdr[14];
   int hdr_len;
@@ -79,8 +70,7 @@ typedef struct conn {
 } conn;
 
 static conn *conns;
-static int epfd;
-static int n_open, n_pending_hs, n_started, n_done;
+static wsc_client cl;
 static uint64_t rx_msgs, rx_bytes; /* counted echoes */
 static int measuring, sending = 1, closing;
 static uint64_t now_cached; /* ns, refreshed per event batch */
@@ -118,10 +108,10 @@ static void build_templates(void) {
 }
 
 static void queue_message(conn *c) {
-  wsc_buf_reserve(&c->out, tmpl_len);
+  wsc_buf_reserve(&c->w.out, tmpl_len);
   uint64_t seq = c->tx_seq++;
   const uint8_t *t = tmpl[seq % TEMPLATES];
-  uint8_t *dst = c->out.p + c->out.len;
+  uint8_t *dst = c->w.out.p + c->w.out.len;
   memcpy(dst, t, tmpl_len);
   if (cfg.size >= 8) {
     uint8_t s[8];
@@ -129,7 +119,7 @@ static void queue_message(conn *c) {
     seq_bytes(seq, s);
     for (int i = 0; i < 8; i++) dst[tmpl_hdr + i] = s[i] ^ mask[i & 3];
   }
-  c->out.len += tmpl_len;
+  c->w.out.len += tmpl_len;
   c->ts[seq % (uint64_t)cfg.inflight] = now_cached;
 }
 
@@ -139,53 +129,16 @@ static void queue_control(conn *c, int opcode, const uint8_t *data, size_t n) {
   memcpy(mask, &r, 4);
   size_t hl = wsc_encode_header(h, opcode, n, mask);
   for (size_t i = 0; i < n; i++) body[i] = data[i] ^ mask[i & 3];
-  wsc_buf_append(&c->out, h, hl);
-  wsc_buf_append(&c->out, body, n);
+  wsc_buf_append(&c->w.out, h, hl);
+  wsc_buf_append(&c->w.out, body, n);
 }
 
-static void finish(conn *c) {
-  if (c->state == C_DONE) return;
-  if (c->state == C_OPEN || c->state == C_CLOSING) n_open--;
-  c->state = C_DONE;
-  close(c->fd);
-  c->fd = -1;
-  n_done++;
-  wsc_buf_free(&c->out);
-}
-
-/* Writes what is pending; returns -1 when the connection is gone. */
-static int flush(conn *c) {
-  if (wsc_buf_send(c->fd, &c->out)) {
-    if (c->state == C_CLOSING) {
-      finish(c);
-      return -1;
-    }
-    wsc_die(EXIT_PROTO, "conn %d: send: %s", c->idx, strerror(errno));
-  }
-  wsc_set_events(epfd, c->fd, c, &c->want_out, c->out.len > 0);
-  return 0;
-}
-
-static void start_connect(conn *c) {
-  c->fd = wsc_connect(epfd, cfg.port, c, c->idx);
-  c->state = C_CONNECTING;
-  c->want_out = 1;
-  n_pending_hs++;
-  n_started++;
-}
-
-static void send_request(conn *c) {
-  char req[512];
-  size_t n = wsc_request(req, sizeof req, cfg.path, cfg.port, c->accept);
-  wsc_buf_append(&c->out, req, n);
-  c->state = C_HANDSHAKE;
-  flush(c);
-}
+static int flush(conn *c) { return wsc_conn_flush(&cl, &c->w); }
 
 static void on_open(conn *c) {
-  c->state = C_OPEN;
-  n_open++;
-  n_pending_hs--;
+  c->w.state = WSC_OPEN;
+  cl.n_open++;
+  cl.n_pending_hs--;
   c->ts = wsc_xmalloc(sizeof *c->ts * (size_t)cfg.inflight);
   if (!cfg.idle && sending)
     for (int i = 0; i < cfg.inflight; i++) queue_message(c);
@@ -193,18 +146,18 @@ static void on_open(conn *c) {
 
 /* A whole message arrived (the echo of tx number rx_seq). */
 static void on_message(conn *c) {
-  if (c->state == C_CLOSING) return; /* late echoes during the close */
+  if (c->w.state == WSC_CLOSING) return; /* late echoes during the close */
   if (c->msg_len != cfg.size)
-    wsc_die(EXIT_PROTO, "conn %d: echo of %llu bytes, expected %zu", c->idx,
+    wsc_die(EXIT_PROTO, "conn %d: echo of %llu bytes, expected %zu", c->w.idx,
             (unsigned long long)c->msg_len, cfg.size);
   if (c->msg_opcode != (cfg.text ? 1 : 2))
-    wsc_die(EXIT_PROTO, "conn %d: echo with opcode %d", c->idx, c->msg_opcode);
-  if (c->rx_seq >= c->tx_seq) wsc_die(EXIT_PROTO, "conn %d: an echo of nothing we sent", c->idx);
+    wsc_die(EXIT_PROTO, "conn %d: echo with opcode %d", c->w.idx, c->msg_opcode);
+  if (c->rx_seq >= c->tx_seq) wsc_die(EXIT_PROTO, "conn %d: an echo of nothing we sent", c->w.idx);
   if (cfg.size >= 8) {
     uint8_t want[8];
     seq_bytes(c->rx_seq, want);
     if (memcmp(want, c->seq_got, 8))
-      wsc_die(EXIT_PROTO, "conn %d: echo %llu out of order or corrupt", c->idx,
+      wsc_die(EXIT_PROTO, "conn %d: echo %llu out of order or corrupt", c->w.idx,
               (unsigned long long)c->rx_seq);
   }
   uint64_t sent = c->ts[c->rx_seq % (uint64_t)cfg.inflight];
@@ -219,14 +172,14 @@ static void on_message(conn *c) {
 
 static void on_control(conn *c) {
   if (c->opcode == 9) { /* ping: answer */
-    if (c->state == C_OPEN) queue_control(c, 10, c->ctl, c->ctl_len);
+    if (c->w.state == WSC_OPEN) queue_control(c, 10, c->ctl, c->ctl_len);
   } else if (c->opcode == 8) {
-    if (c->state != C_CLOSING) {
+    if (c->w.state != WSC_CLOSING) {
       unsigned code = c->ctl_len >= 2 ? (unsigned)c->ctl[0] << 8 | c->ctl[1] : 1005;
-      wsc_die(EXIT_PROTO, "conn %d: the server closed the connection (code %u: %.*s)", c->idx, code,
-              c->ctl_len > 2 ? (int)c->ctl_len - 2 : 0, (const char *)c->ctl + 2);
+      wsc_die(EXIT_PROTO, "conn %d: the server closed the connection (code %u: %.*s)", c->w.idx,
+              code, c->ctl_len > 2 ? (int)c->ctl_len - 2 : 0, (const char *)c->ctl + 2);
     }
-    finish(c); /* our close went first; this is the answer */
+    wsc_conn_finish(&cl, &c->w); /* our close went first; this is the answer */
   }
 }
 
@@ -240,8 +193,8 @@ static size_t header_size(uint8_t b1) {
 /* Checks a whole header in h and sets up the frame. */
 static void parse_header(conn *c, const uint8_t *h) {
   int op = h[0] & 15;
-  if (h[0] & 0x70) wsc_die(EXIT_PROTO, "conn %d: reserved bits set", c->idx);
-  if (h[1] & 0x80) wsc_die(EXIT_PROTO, "conn %d: masked frame from the server", c->idx);
+  if (h[0] & 0x70) wsc_die(EXIT_PROTO, "conn %d: reserved bits set", c->w.idx);
+  if (h[1] & 0x80) wsc_die(EXIT_PROTO, "conn %d: masked frame from the server", c->w.idx);
   uint64_t len = h[1] & 0x7F;
   if (len == 126)
     len = (uint64_t)h[2] << 8 | h[3];
@@ -253,16 +206,17 @@ static void parse_header(conn *c, const uint8_t *h) {
   c->opcode = op;
   c->remaining = len;
   if (op >= 8) {
-    if (op > 10 || !c->fin || len > 125) wsc_die(EXIT_PROTO, "conn %d: bad control frame", c->idx);
+    if (op > 10 || !c->fin || len > 125)
+      wsc_die(EXIT_PROTO, "conn %d: bad control frame", c->w.idx);
     c->ctl_len = 0;
   } else if (op == 0) {
-    if (!c->msg_opcode) wsc_die(EXIT_PROTO, "conn %d: continuation without a message", c->idx);
+    if (!c->msg_opcode) wsc_die(EXIT_PROTO, "conn %d: continuation without a message", c->w.idx);
   } else if (op == 1 || op == 2) {
-    if (c->msg_opcode) wsc_die(EXIT_PROTO, "conn %d: new message inside a message", c->idx);
+    if (c->msg_opcode) wsc_die(EXIT_PROTO, "conn %d: new message inside a message", c->w.idx);
     c->msg_opcode = op;
     c->msg_len = 0;
   } else {
-    wsc_die(EXIT_PROTO, "conn %d: reserved opcode %d", c->idx, op);
+    wsc_die(EXIT_PROTO, "conn %d: reserved opcode %d", c->w.idx, op);
   }
 }
 
@@ -278,7 +232,7 @@ static void frame_done(conn *c) {
 /* Streams frames from d[0..n): nothing is buffered but control payloads. */
 static void feed(conn *c, const uint8_t *d, size_t n) {
   size_t i = 0;
-  while (i < n && c->state != C_DONE) {
+  while (i < n && c->w.state != WSC_DONE) {
     if (c->remaining == 0) { /* gather a header */
       if (c->hdr_len == 0 && n - i >= 2 && n - i >= header_size(d[i + 1])) {
         size_t hs = header_size(d[i + 1]);
@@ -303,7 +257,7 @@ static void feed(conn *c, const uint8_t *d, size_t n) {
         memcpy(c->seq_got + c->msg_len, d + i, take);
       }
       c->msg_len += k;
-      if (c->msg_len > cfg.size) wsc_die(EXIT_PROTO, "conn %d: echo longer than sent", c->idx);
+      if (c->msg_len > cfg.size) wsc_die(EXIT_PROTO, "conn %d: echo longer than sent", c->w.idx);
     }
     i += k;
     c->remaining -= k;
@@ -312,51 +266,26 @@ static void feed(conn *c, const uint8_t *d, size_t n) {
 }
 
 static void on_head(conn *c, const uint8_t *d, size_t n) {
-  size_t hl = wsc_head_feed(&c->head, &c->head_len, d, n, c->accept, c->idx);
-  if (!hl) return;
-  char *head = c->head;
-  size_t rest = c->head_len - hl;
-  c->head = NULL;
-  c->head_len = 0;
+  size_t at, rest;
+  char *head = wsc_conn_head(&c->w, d, n, &at, &rest);
+  if (!head) return;
   on_open(c);
-  if (rest) feed(c, (const uint8_t *)head + hl, rest);
+  if (rest) feed(c, (const uint8_t *)head + at, rest);
   free(head);
 }
 
 static uint8_t readbuf[READ_SIZE];
 
 static void on_event(conn *c, uint32_t ev) {
-  if (c->state == C_CONNECTING) {
-    wsc_check_connected(c->fd, c->idx);
-    if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-    send_request(c);
-    return;
-  }
+  if (wsc_conn_connecting(&cl, &c->w, ev)) return;
   if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-    ssize_t n = recv(c->fd, readbuf, sizeof readbuf, 0);
-    if (n < 0 && errno != EAGAIN && errno != EINTR) {
-      if (c->state == C_CLOSING) {
-        finish(c);
-        return;
-      }
-      wsc_die(EXIT_PROTO, "conn %d: recv: %s", c->idx, strerror(errno));
-    }
-    if (n == 0) {
-      if (c->state == C_CLOSING) {
-        finish(c);
-        return;
-      }
-      wsc_die(EXIT_PROTO, "conn %d: the server dropped the connection without a close frame",
-              c->idx);
-    }
-    if (n > 0) {
-      if (c->state == C_HANDSHAKE)
-        on_head(c, readbuf, (size_t)n);
-      else
-        feed(c, readbuf, (size_t)n);
-    }
+    size_t n = wsc_conn_recv(&cl, &c->w, readbuf, sizeof readbuf);
+    if (n && c->w.state == WSC_HANDSHAKE)
+      on_head(c, readbuf, n);
+    else if (n)
+      feed(c, readbuf, n);
   }
-  if (c->state != C_DONE) flush(c);
+  if (c->w.state != WSC_DONE) flush(c);
 }
 
 /* ---- process readings (the server, via --pid) --------------------------- */
@@ -378,7 +307,7 @@ static void run_until(double deadline, int (*done)(void)) {
     double left = deadline - wsc_now_s();
     if (left <= 0) return;
     int ms = left > 0.05 ? 50 : (int)(left * 1000) + 1;
-    int n = epoll_wait(epfd, evs, 256, ms);
+    int n = epoll_wait(cl.epfd, evs, 256, ms);
     if (n < 0) {
       if (errno == EINTR) continue;
       wsc_die(EXIT_PROTO, "epoll_wait: %s", strerror(errno));
@@ -386,12 +315,13 @@ static void run_until(double deadline, int (*done)(void)) {
     now_cached = wsc_now_ns();
     for (int i = 0; i < n; i++) on_event(evs[i].data.ptr, evs[i].events);
     /* open more connections as handshakes finish */
-    while (n_started < cfg.conns && n_pending_hs < MAX_PENDING_HS) start_connect(&conns[n_started]);
+    while (cl.n_started < cfg.conns && cl.n_pending_hs < MAX_PENDING_HS)
+      wsc_conn_start(&cl, &conns[cl.n_started].w);
   }
 }
 
-static int all_open(void) { return n_open == cfg.conns; }
-static int all_done(void) { return n_done == cfg.conns; }
+static int all_open(void) { return cl.n_open == cfg.conns; }
+static int all_done(void) { return cl.n_done == cfg.conns; }
 static uint64_t echo_target;
 static int all_echoed(void) {
   uint64_t got = 0;
@@ -404,10 +334,10 @@ static void close_all(void) {
   sending = 0;
   for (int i = 0; i < cfg.conns; i++) {
     conn *c = &conns[i];
-    if (c->state != C_OPEN) continue;
+    if (c->w.state != WSC_OPEN) continue;
     static const uint8_t bye[2] = {1000 >> 8, 1000 & 255};
     queue_control(c, 8, bye, 2);
-    c->state = C_CLOSING;
+    c->w.state = WSC_CLOSING;
     flush(c);
   }
   run_until(wsc_now_s() + CLOSE_LIMIT_S, all_done);
@@ -464,23 +394,26 @@ int main(int argc, char **argv) {
   wsc_time_limit((unsigned)(CONNECT_LIMIT_S + cfg.warmup + cfg.duration + 2 * CLOSE_LIMIT_S + 15));
   wsc_rng_seed();
   build_templates();
-  epfd = epoll_create1(EPOLL_CLOEXEC);
+  cl.epfd = epoll_create1(EPOLL_CLOEXEC);
+  cl.port = cfg.port;
+  cl.path = cfg.path;
   conns = wsc_xcalloc((size_t)cfg.conns, sizeof *conns);
-  for (int i = 0; i < cfg.conns; i++) conns[i].idx = i, conns[i].fd = -1;
+  for (int i = 0; i < cfg.conns; i++) conns[i].w.idx = i, conns[i].w.fd = -1;
 
   long rss0 = cfg.pid ? wsc_read_rss_kb(cfg.pid) : -1;
   double t0 = wsc_now_s();
   now_cached = wsc_now_ns();
-  while (n_started < cfg.conns && n_pending_hs < MAX_PENDING_HS) start_connect(&conns[n_started]);
+  while (cl.n_started < cfg.conns && cl.n_pending_hs < MAX_PENDING_HS)
+    wsc_conn_start(&cl, &conns[cl.n_started].w);
   run_until(t0 + CONNECT_LIMIT_S, all_open);
   if (!all_open())
-    wsc_die(EXIT_PROTO, "only %d of %d connections opened within %d s", n_open, cfg.conns,
+    wsc_die(EXIT_PROTO, "only %d of %d connections opened within %d s", cl.n_open, cfg.conns,
             CONNECT_LIMIT_S);
   double connect_s = wsc_now_s() - t0;
 
   if (cfg.idle) {
     run_until(wsc_now_s() + cfg.duration, NULL);
-    if (n_open != cfg.conns) wsc_die(EXIT_PROTO, "connections were lost while idle");
+    if (cl.n_open != cfg.conns) wsc_die(EXIT_PROTO, "connections were lost while idle");
     long rss1 = cfg.pid ? wsc_read_rss_kb(cfg.pid) : -1;
     /* now one message on each connection, to see that all are alive and
      * what an idle connection costs after it has been used once */
@@ -504,7 +437,7 @@ int main(int argc, char **argv) {
            "bytes_per_conn=%.0f bytes_per_conn_used=%.0f unclean_closes=%d\n",
            cfg.conns, connect_s, rss0, rss1, rss2,
            rss0 > 0 ? (double)(rss1 - rss0) * 1024.0 / cfg.conns : -1.0,
-           rss0 > 0 ? (double)(rss2 - rss0) * 1024.0 / cfg.conns : -1.0, cfg.conns - n_done);
+           rss0 > 0 ? (double)(rss2 - rss0) * 1024.0 / cfg.conns : -1.0, cfg.conns - cl.n_done);
     return 0;
   }
 
@@ -517,7 +450,7 @@ int main(int argc, char **argv) {
   run_until(w0 + cfg.duration, NULL);
   measuring = 0;
   double w1 = wsc_now_s(), c1 = wsc_self_cpu_s(), s1 = cfg.pid ? read_cpu_s(cfg.pid) : -1;
-  if (n_open != cfg.conns) wsc_die(EXIT_PROTO, "connections were lost during the run");
+  if (cl.n_open != cfg.conns) wsc_die(EXIT_PROTO, "connections were lost during the run");
   double secs = w1 - w0;
   if (rx_msgs == 0) wsc_die(EXIT_PROTO, "no echo at all during the measurement");
   close_all();
@@ -528,6 +461,6 @@ int main(int argc, char **argv) {
          (double)rx_msgs / secs, (double)rx_bytes / secs / 1e6,
          (unsigned long long)wsc_hist_pct(&hist, 0.50),
          (unsigned long long)wsc_hist_pct(&hist, 0.99), (unsigned long long)hist.max,
-         (c1 - c0) / secs, s0 >= 0 ? (s1 - s0) / secs : -1.0, cfg.conns - n_done);
+         (c1 - c0) / secs, s0 >= 0 ? (s1 - s0) / secs : -1.0, cfg.conns - cl.n_done);
   return 0;
 }

@@ -254,6 +254,74 @@ size_t wsc_head_feed(char **head, size_t *head_len, const uint8_t *d, size_t n, 
   return (size_t)(end + 4 - h);
 }
 
+/* ---- connections ---------------------------------------------------------- */
+
+void wsc_conn_start(wsc_client *cl, wsc_conn *c) {
+  c->fd = wsc_connect(cl->epfd, cl->port, c, c->idx);
+  c->state = WSC_CONNECTING;
+  c->want_out = 1;
+  cl->n_pending_hs++;
+  cl->n_started++;
+}
+
+void wsc_conn_finish(wsc_client *cl, wsc_conn *c) {
+  if (c->state == WSC_DONE) return;
+  if (c->state == WSC_OPEN || c->state == WSC_CLOSING) cl->n_open--;
+  c->state = WSC_DONE;
+  close(c->fd);
+  c->fd = -1;
+  cl->n_done++;
+  wsc_buf_free(&c->out);
+}
+
+int wsc_conn_flush(wsc_client *cl, wsc_conn *c) {
+  if (wsc_buf_send(c->fd, &c->out)) {
+    if (c->state == WSC_CLOSING) {
+      wsc_conn_finish(cl, c);
+      return -1;
+    }
+    wsc_die(EXIT_PROTO, "conn %d: send: %s", c->idx, strerror(errno));
+  }
+  wsc_set_events(cl->epfd, c->fd, c, &c->want_out, c->out.len > 0);
+  return 0;
+}
+
+int wsc_conn_connecting(wsc_client *cl, wsc_conn *c, uint32_t events) {
+  if (c->state != WSC_CONNECTING) return 0;
+  wsc_check_connected(c->fd, c->idx);
+  if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+    char req[512];
+    size_t n = wsc_request(req, sizeof req, cl->path, cl->port, c->accept);
+    wsc_buf_append(&c->out, req, n);
+    c->state = WSC_HANDSHAKE;
+    wsc_conn_flush(cl, c);
+  }
+  return 1;
+}
+
+size_t wsc_conn_recv(wsc_client *cl, wsc_conn *c, uint8_t *buf, size_t cap) {
+  ssize_t n = recv(c->fd, buf, cap, 0);
+  if (n > 0) return (size_t)n;
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+  if (c->state == WSC_CLOSING) { /* our close went first: the server may just go */
+    wsc_conn_finish(cl, c);
+    return 0;
+  }
+  if (n < 0) wsc_die(EXIT_PROTO, "conn %d: recv: %s", c->idx, strerror(errno));
+  wsc_die(EXIT_PROTO, "conn %d: the server dropped the connection without a close frame", c->idx);
+}
+
+char *wsc_conn_head(wsc_conn *c, const uint8_t *d, size_t n, size_t *rest_at, size_t *rest) {
+  size_t hl = wsc_head_feed(&c->head, &c->head_len, d, n, c->accept, c->idx);
+  if (!hl) return NULL;
+  char *head = c->head;
+  *rest_at = hl;
+  *rest = c->head_len - hl;
+  c->head = NULL;
+  c->head_len = 0;
+  return head;
+}
+
 /* ---- frames out ---------------------------------------------------------- */
 
 size_t wsc_encode_header(uint8_t *h, int opcode, uint64_t len, const uint8_t mask[4]) {

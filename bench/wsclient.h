@@ -67,6 +67,39 @@ void wsc_buf_free(wsc_buf *b);
 /* Sends what the kernel takes: 0, or -1 with errno on an error. */
 int wsc_buf_send(int fd, wsc_buf *b);
 
+/* One client connection; a program's own connection struct starts with it
+ * (epoll's data.ptr points at both). */
+enum wsc_state { WSC_NEW, WSC_CONNECTING, WSC_HANDSHAKE, WSC_OPEN, WSC_CLOSING, WSC_DONE };
+typedef struct wsc_conn {
+  int fd, idx;
+  enum wsc_state state;
+  int want_out;
+  char accept[32];
+  char *head; /* the response head while it arrives */
+  size_t head_len;
+  wsc_buf out;
+} wsc_conn;
+
+/* The connections' loop and counts. */
+typedef struct wsc_client {
+  int epfd, port;
+  const char *path;
+  int n_open, n_done, n_started, n_pending_hs;
+} wsc_client;
+
+void wsc_conn_start(wsc_client *cl, wsc_conn *c);  /* connect; counts it started and pending */
+void wsc_conn_finish(wsc_client *cl, wsc_conn *c); /* closes it; counts it done */
+/* Sends what is pending: -1 when a closing connection is gone (finished). */
+int wsc_conn_flush(wsc_client *cl, wsc_conn *c);
+/* While c connects: 1, and the upgrade request is sent once it can be. */
+int wsc_conn_connecting(wsc_client *cl, wsc_conn *c, uint32_t events);
+/* Bytes read into buf (0: none, or the closing connection is finished);
+ * exits when the server drops an open connection. */
+size_t wsc_conn_recv(wsc_client *cl, wsc_conn *c, uint8_t *buf, size_t cap);
+/* Gathers the response head: NULL while incomplete, then the whole of what
+ * came (the caller frees it), checked, with *rest bytes of frames at *rest_at. */
+char *wsc_conn_head(wsc_conn *c, const uint8_t *d, size_t n, size_t *rest_at, size_t *rest);
+
 /* Latency histogram, microseconds, ~0.1% resolution. */
 enum { WSC_HIST_LIN = 2048, WSC_HIST_SUB = 1024, WSC_HIST_EXP = 30 };
 typedef struct wsc_hist {
