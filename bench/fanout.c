@@ -402,13 +402,7 @@ static void parse_args(int argc, char **argv) {
       cfg.window = (int)wsc_num_arg(v, 1, 100000, "--window");
     else if (!strcmp(a, "--rate"))
       cfg.rate = wsc_num_arg(v, 0, 1e9, "--rate");
-    else if (!strcmp(a, "--duration"))
-      cfg.duration = wsc_num_arg(v, 0, 600, "--duration");
-    else if (!strcmp(a, "--warmup"))
-      cfg.warmup = wsc_num_arg(v, 0, 60, "--warmup");
-    else if (!strcmp(a, "--pid"))
-      cfg.pid = (long)wsc_num_arg(v, 1, 1e9, "--pid");
-    else
+    else if (!wsc_run_opt(a, v, &cfg.duration, &cfg.warmup, &cfg.pid))
       usage();
   }
   if (!url) usage();

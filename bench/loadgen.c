@@ -377,13 +377,7 @@ int main(int argc, char **argv) {
       cfg.size = (size_t)wsc_num_arg(v, 0, 16 << 20, "--size");
     else if (!strcmp(a, "--inflight"))
       cfg.inflight = (int)wsc_num_arg(v, 1, 4096, "--inflight");
-    else if (!strcmp(a, "--duration"))
-      cfg.duration = wsc_num_arg(v, 0, 600, "--duration");
-    else if (!strcmp(a, "--warmup"))
-      cfg.warmup = wsc_num_arg(v, 0, 60, "--warmup");
-    else if (!strcmp(a, "--pid"))
-      cfg.pid = (long)wsc_num_arg(v, 1, 1e9, "--pid");
-    else
+    else if (!wsc_run_opt(a, v, &cfg.duration, &cfg.warmup, &cfg.pid))
       usage();
   }
   if (!url) usage();

@@ -112,6 +112,18 @@ double wsc_num_arg(const char *s, double lo, double hi, const char *what) {
   return v;
 }
 
+int wsc_run_opt(const char *a, const char *v, double *duration, double *warmup, long *pid) {
+  if (!strcmp(a, "--duration"))
+    *duration = wsc_num_arg(v, 0, 600, "--duration");
+  else if (!strcmp(a, "--warmup"))
+    *warmup = wsc_num_arg(v, 0, 60, "--warmup");
+  else if (!strcmp(a, "--pid"))
+    *pid = (long)wsc_num_arg(v, 1, 1e9, "--pid");
+  else
+    return 0;
+  return 1;
+}
+
 /* ---- connecting ---------------------------------------------------------- */
 
 int wsc_connect(int epfd, int port, void *ptr, int idx) {

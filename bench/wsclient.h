@@ -34,6 +34,9 @@ uint64_t wsc_rng(void);
 void wsc_parse_url(const char *u, int *port, char *path, size_t path_cap);
 /* A number in [lo, hi] or an EXIT_USAGE exit that names what. */
 double wsc_num_arg(const char *s, double lo, double hi, const char *what);
+/* --duration (0..600 s), --warmup (0..60 s) and --pid, which both load
+ * generators take: 1 when option a is one of them (its value v is set). */
+int wsc_run_opt(const char *a, const char *v, double *duration, double *warmup, long *pid);
 
 /* A non-blocking socket with TCP_NODELAY whose connect to 127.0.0.1:port has
  * started, registered with epfd for in and out (data.ptr = ptr). */
