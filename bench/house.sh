@@ -136,8 +136,7 @@ read -ra PIN_SERVER <<< "$PIN_SERVER"
 read -ra PIN_CLIENT <<< "$PIN_CLIENT"
 
 want_fds=$((IDLE_CONNS > TLS_CONNS ? IDLE_CONNS + 256 : TLS_CONNS * 2 + 256))
-ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want_fds" ]; then
+if ! raise_nofile "$want_fds"; then
   say "warning: ulimit -n is $(ulimit -n); idle tests lowered"
   IDLE_CONNS=$(($(ulimit -n) - 256))
   TLS_CONNS=$((($(ulimit -n) - 256) / 2))

@@ -46,8 +46,7 @@ make -s -C "$BENCH" loadgen >&2 || { say "cannot build bench/loadgen"; exit 1; }
 set_pinning
 
 want_fds=$((IDLE_CONNS + 256))
-ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want_fds" ]; then
+if ! raise_nofile "$want_fds"; then
   say "warning: ulimit -n is $(ulimit -n) (hard limit $(ulimit -Hn)); idle test lowered"
   IDLE_CONNS=$(($(ulimit -n) - 256))
 fi
