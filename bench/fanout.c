@@ -29,67 +29,20 @@
  * printed). It only ever connects to 127.0.0.1. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/epoll.h>
-#include <sys/random.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-enum { EXIT_USAGE = 1, EXIT_PROTO = 2, EXIT_TIMEOUT = 3, EXIT_LOST = 4 };
+#include "wsclient.h"
+
+const char wsc_prog[] = "fanout";
+
+enum { EXIT_LOST = 4 };
 enum { READ_SIZE = 256 * 1024, MAX_PENDING_HS = 128, CARRY_MAX = 2 + 125, MAX_CHAT = 4096 };
 enum { CONNECT_LIMIT_S = 90, CLOSE_LIMIT_S = 3, DRAIN_LIMIT_S = 15, STALL_S = 3 };
-
-/* ---- small helpers ------------------------------------------------------ */
-
-static void die(int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("fanout: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  exit(code);
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double now_s(void) { return (double)now_ns() * 1e-9; }
-
-static void on_alarm(int sig) {
-  (void)sig;
-  static const char msg[] = "fanout: time limit reached, giving up\n";
-  ssize_t r = write(2, msg, sizeof msg - 1);
-  (void)r;
-  _exit(EXIT_TIMEOUT);
-}
-
-static uint64_t rng_state;
-static uint64_t rng(void) { /* xorshift64*: mask keys need not be crypto here */
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return rng_state * 0x2545F4914F6CDD1DULL;
-}
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size ? size : 1);
-  if (!p) die(EXIT_PROTO, "out of memory");
-  return p;
-}
 
 static void put64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -101,98 +54,7 @@ static uint64_t get64(const uint8_t *p) {
   return v;
 }
 
-/* ---- SHA-1 and base64, for Sec-WebSocket-Accept ------------------------ */
-
-static uint32_t rol(uint32_t x, int n) { return x << n | x >> (32 - n); }
-
-static void sha1_block(uint32_t h[5], const uint8_t *m) {
-  uint32_t w[80];
-  for (int i = 0; i < 16; i++)
-    w[i] = (uint32_t)m[4 * i] << 24 | (uint32_t)m[4 * i + 1] << 16 | (uint32_t)m[4 * i + 2] << 8 |
-           m[4 * i + 3];
-  for (int i = 16; i < 80; i++) w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-  uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-  for (int i = 0; i < 80; i++) {
-    uint32_t f, k;
-    if (i < 20)
-      f = (b & c) | (~b & d), k = 0x5A827999;
-    else if (i < 40)
-      f = b ^ c ^ d, k = 0x6ED9EBA1;
-    else if (i < 60)
-      f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDC;
-    else
-      f = b ^ c ^ d, k = 0xCA62C1D6;
-    uint32_t t = rol(a, 5) + f + e + k + w[i];
-    e = d, d = c, c = rol(b, 30), b = a, a = t;
-  }
-  h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
-}
-
-/* Only ever hashes key + GUID (60 bytes): two blocks. */
-static void sha1(const uint8_t *msg, size_t len, uint8_t out[20]) {
-  uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
-  uint8_t m[128] = {0};
-  if (len > sizeof m - 9) die(EXIT_PROTO, "sha1 input too long");
-  size_t total = ((len + 8) / 64 + 1) * 64;
-  memcpy(m, msg, len);
-  m[len] = 0x80;
-  uint64_t bits = (uint64_t)len * 8;
-  for (int i = 0; i < 8; i++) m[total - 1 - i] = (uint8_t)(bits >> (8 * i));
-  for (size_t off = 0; off < total; off += 64) sha1_block(h, m + off);
-  for (int i = 0; i < 5; i++)
-    for (int j = 0; j < 4; j++) out[4 * i + j] = (uint8_t)(h[i] >> (24 - 8 * j));
-}
-
-static void base64(const uint8_t *in, size_t n, char *out) {
-  static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  size_t o = 0;
-  for (size_t i = 0; i < n; i += 3) {
-    uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) |
-                 (i + 2 < n ? in[i + 2] : 0);
-    out[o++] = tab[v >> 18 & 63];
-    out[o++] = tab[v >> 12 & 63];
-    out[o++] = i + 1 < n ? tab[v >> 6 & 63] : '=';
-    out[o++] = i + 2 < n ? tab[v & 63] : '=';
-  }
-  out[o] = 0;
-}
-
-/* ---- latency histogram (microseconds, ~0.1% resolution) ---------------- */
-
-enum { HIST_LIN = 2048, HIST_SUB = 1024, HIST_EXP = 30 };
-static uint64_t hist[HIST_LIN + HIST_EXP * HIST_SUB];
-static uint64_t hist_n, hist_max;
-
-static void hist_add(uint64_t us) {
-  size_t i;
-  if (us > hist_max) hist_max = us;
-  if (us < HIST_LIN) {
-    i = (size_t)us;
-  } else {
-    int e = 63 - __builtin_clzll(us); /* >= 11 */
-    if (e - 11 >= HIST_EXP) e = 11 + HIST_EXP - 1, us = ((uint64_t)2 << e) - 1;
-    i = HIST_LIN + (size_t)(e - 11) * HIST_SUB + (size_t)((us >> (e - 10)) & (HIST_SUB - 1));
-  }
-  hist[i]++;
-  hist_n++;
-}
-
-static uint64_t hist_value(size_t i) {
-  if (i < HIST_LIN) return i;
-  size_t e = (i - HIST_LIN) / HIST_SUB + 11, sub = (i - HIST_LIN) % HIST_SUB;
-  return ((uint64_t)1 << e) + ((uint64_t)sub << (e - 10));
-}
-
-static uint64_t hist_pct(double p) {
-  if (!hist_n) return 0;
-  uint64_t want = (uint64_t)(p * (double)hist_n + 0.5), seen = 0;
-  if (want < 1) want = 1;
-  for (size_t i = 0; i < sizeof hist / sizeof hist[0]; i++) {
-    seen += hist[i];
-    if (seen >= want) return hist_value(i);
-  }
-  return hist_max;
-}
+static wsc_hist hist; /* latency of the deliveries measured */
 
 /* ---- configuration ------------------------------------------------------ */
 
@@ -211,17 +73,9 @@ static struct {
 
 /* ---- connections -------------------------------------------------------- */
 
-enum cstate { C_NEW, C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING, C_DONE };
-
 typedef struct conn {
-  int fd, idx;
-  enum cstate state;
-  int ready, want_out, dirty;
-  char accept[32];
-  char *head;
-  size_t head_len;
-  uint8_t *out; /* pending bytes out[out_off..out_len) */
-  size_t out_off, out_len, out_cap;
+  wsc_conn w; /* first: epoll's data.ptr is both */
+  int ready, dirty;
   uint8_t carry[CARRY_MAX]; /* the start of a frame that the last read cut */
   size_t carry_len;
   /* as a publisher: seqs [done, tx) are in flight, cnt[seq % window] counts
@@ -233,8 +87,8 @@ typedef struct conn {
 static conn *conns;
 static conn **dirty; /* conns with bytes queued since the last flush */
 static int n_dirty;
-static int epfd;
-static int n_open, n_ready, n_pending_hs, n_started, n_done, connect_upto;
+static wsc_client cl;
+static int n_ready, connect_upto;
 static int receivers;    /* deliveries a publish must make */
 static uint32_t *expect; /* next seq each receiver expects from each sender */
 static int sending, measuring;
@@ -242,35 +96,6 @@ static uint64_t t_publish0; /* ns, when publishing started (for --rate) */
 static uint64_t in_flight, publishes, last_progress;
 static uint64_t deliveries_all, deliveries; /* all; within the measurement */
 static uint64_t lost, out_of_order;
-
-static size_t encode_header(uint8_t *h, int opcode, size_t len, const uint8_t mask[4]) {
-  size_t n = 2;
-  h[0] = (uint8_t)(0x80 | opcode);
-  if (len <= 125) {
-    h[1] = (uint8_t)len;
-  } else {
-    h[1] = 126, h[2] = (uint8_t)(len >> 8), h[3] = (uint8_t)len, n = 4;
-  }
-  h[1] |= 0x80;
-  memcpy(h + n, mask, 4);
-  return n + 4;
-}
-
-static void out_reserve(conn *c, size_t n) {
-  if (c->out_off && c->out_off == c->out_len) c->out_off = c->out_len = 0;
-  if (c->out_cap - c->out_len >= n) return;
-  if (c->out_off) { /* slide the pending bytes down first */
-    memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-    c->out_len -= c->out_off;
-    c->out_off = 0;
-    if (c->out_cap - c->out_len >= n) return;
-  }
-  size_t cap = c->out_cap ? c->out_cap : 1024;
-  while (cap - c->out_len < n) cap *= 2;
-  c->out = realloc(c->out, cap);
-  if (!c->out) die(EXIT_PROTO, "out of memory");
-  c->out_cap = cap;
-}
 
 static void mark_dirty(conn *c) {
   if (c->dirty) return;
@@ -281,13 +106,13 @@ static void mark_dirty(conn *c) {
 /* Queues a masked frame (opcode, payload) on c. */
 static void queue_frame(conn *c, int opcode, const uint8_t *data, size_t n) {
   uint8_t mask[4];
-  uint64_t r = rng();
+  uint64_t r = wsc_rng();
   memcpy(mask, &r, 4);
-  out_reserve(c, n + 8);
-  uint8_t *dst = c->out + c->out_len;
-  size_t hl = encode_header(dst, opcode, n, mask);
+  wsc_buf_reserve(&c->w.out, n + 8);
+  uint8_t *dst = c->w.out.p + c->w.out.len;
+  size_t hl = wsc_encode_header(dst, opcode, n, mask);
   for (size_t i = 0; i < n; i++) dst[hl + i] = data[i] ^ mask[i & 3];
-  c->out_len += hl + n;
+  c->w.out.len += hl + n;
   mark_dirty(c);
 }
 
@@ -295,8 +120,8 @@ static void queue_publish(conn *c) {
   uint8_t p[125];
   memset(p, 'x', cfg.size);
   put64(p, c->tx);
-  put64(p + 8, now_ns());
-  put64(p + 16, (uint64_t)c->idx); /* 4 bytes of it fit before the filler */
+  put64(p + 8, wsc_now_ns());
+  put64(p + 16, (uint64_t)c->w.idx); /* 4 bytes of it fit before the filler */
   queue_frame(c, 2, p, cfg.size);
   c->tx++;
   in_flight++;
@@ -307,93 +132,21 @@ static void queue_publish(conn *c) {
 static void try_publish(conn *c) {
   while (sending && c->tx < c->done + (uint64_t)cfg.window) {
     if (cfg.rate > 0) {
-      double due = (double)(now_ns() - t_publish0) * 1e-9 * cfg.rate + 1;
+      double due = (double)(wsc_now_ns() - t_publish0) * 1e-9 * cfg.rate + 1;
       if ((double)c->tx >= due) break;
     }
     queue_publish(c);
   }
 }
 
-static void set_events(conn *c, int want_out) {
-  if (c->want_out == want_out) return;
-  struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = c};
-  if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev)) die(EXIT_PROTO, "epoll_ctl: %s", strerror(errno));
-  c->want_out = want_out;
-}
-
-static void finish(conn *c) {
-  if (c->state == C_DONE) return;
-  if (c->state == C_OPEN || c->state == C_CLOSING) n_open--;
-  c->state = C_DONE;
-  close(c->fd);
-  c->fd = -1;
-  n_done++;
-  free(c->out);
-  c->out = NULL;
-  c->out_cap = c->out_len = c->out_off = 0;
-}
-
-static void flush(conn *c) {
-  while (c->out_off < c->out_len) {
-    ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) break;
-      if (c->state == C_CLOSING) {
-        finish(c);
-        return;
-      }
-      die(EXIT_PROTO, "conn %d: send: %s", c->idx, strerror(errno));
-    }
-    c->out_off += (size_t)n;
-  }
-  if (c->out_off == c->out_len) c->out_off = c->out_len = 0;
-  set_events(c, c->out_len > 0);
-}
+static void flush(conn *c) { wsc_conn_flush(&cl, &c->w); }
 
 static void flush_dirty(void) {
   for (int i = 0; i < n_dirty; i++) {
     dirty[i]->dirty = 0;
-    if (dirty[i]->state != C_DONE) flush(dirty[i]);
+    if (dirty[i]->w.state != WSC_DONE) flush(dirty[i]);
   }
   n_dirty = 0;
-}
-
-static void start_connect(conn *c) {
-  c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (c->fd < 0) die(EXIT_PROTO, "socket: %s (raise ulimit -n?)", strerror(errno));
-  int one = 1;
-  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg.port)};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* 127.0.0.1, never anything else */
-  if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) && errno != EINPROGRESS)
-    die(EXIT_PROTO, "conn %d: connect: %s", c->idx, strerror(errno));
-  c->state = C_CONNECTING;
-  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev)) die(EXIT_PROTO, "epoll_ctl: %s", strerror(errno));
-  c->want_out = 1;
-  n_pending_hs++;
-  n_started++;
-}
-
-static void send_request(conn *c) {
-  uint8_t raw[16], digest[20];
-  char key[32], cat[80], req[512];
-  if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) die(EXIT_PROTO, "getrandom failed");
-  base64(raw, sizeof raw, key);
-  snprintf(cat, sizeof cat, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
-  sha1((const uint8_t *)cat, strlen(cat), digest);
-  base64(digest, sizeof digest, c->accept);
-  int n = snprintf(req, sizeof req,
-                   "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n",
-                   cfg.path, cfg.port, key);
-  out_reserve(c, (size_t)n);
-  memcpy(c->out + c->out_len, req, (size_t)n);
-  c->out_len += (size_t)n;
-  c->state = C_HANDSHAKE;
-  flush(c);
 }
 
 /* ---- what arrives ----------------------------------------------------------- */
@@ -409,16 +162,17 @@ static void advance(conn *s) {
 
 static void on_delivery(conn *r, const uint8_t *p, size_t len, uint64_t now) {
   if (len != cfg.size)
-    die(EXIT_PROTO, "conn %d: a message of %zu bytes, expected %zu", r->idx, len, cfg.size);
+    wsc_die(EXIT_PROTO, "conn %d: a message of %zu bytes, expected %zu", r->w.idx, len, cfg.size);
   uint64_t seq = get64(p), sent = get64(p + 8), sender = get64(p + 16) & 0xFFFFFFFFu;
   if (sender >= (uint64_t)cfg.conns || (cfg.mode == M_FANOUT && sender != (uint64_t)cfg.conns - 1))
-    die(EXIT_PROTO, "conn %d: a message from no publisher (%llu)", r->idx,
-        (unsigned long long)sender);
-  if (cfg.mode == M_CHAT && sender == (uint64_t)r->idx)
-    die(EXIT_PROTO, "conn %d: its own message came back (the room must skip the sender)", r->idx);
+    wsc_die(EXIT_PROTO, "conn %d: a message from no publisher (%llu)", r->w.idx,
+            (unsigned long long)sender);
+  if (cfg.mode == M_CHAT && sender == (uint64_t)r->w.idx)
+    wsc_die(EXIT_PROTO, "conn %d: its own message came back (the room must skip the sender)",
+            r->w.idx);
   conn *s = &conns[sender];
-  if (seq >= s->tx) die(EXIT_PROTO, "conn %d: a message that was never sent", r->idx);
-  uint32_t *e = &expect[(size_t)r->idx * (cfg.mode == M_CHAT ? (size_t)cfg.conns : 1) +
+  if (seq >= s->tx) wsc_die(EXIT_PROTO, "conn %d: a message that was never sent", r->w.idx);
+  uint32_t *e = &expect[(size_t)r->w.idx * (cfg.mode == M_CHAT ? (size_t)cfg.conns : 1) +
                         (cfg.mode == M_CHAT ? sender : 0)];
   if (seq < *e) { /* a duplicate or one overtaken by a later one */
     out_of_order++;
@@ -431,43 +185,44 @@ static void on_delivery(conn *r, const uint8_t *p, size_t len, uint64_t now) {
   last_progress = now;
   if (measuring) {
     deliveries++;
-    hist_add(now > sent ? (now - sent) / 1000 : 0);
+    wsc_hist_add(&hist, now > sent ? (now - sent) / 1000 : 0);
   }
 }
 
 static void on_frame(conn *c, int op, const uint8_t *p, size_t len, uint64_t now) {
   if (op == 2 && c->ready) {
-    if (c->state == C_OPEN) on_delivery(c, p, len, now);
+    if (c->w.state == WSC_OPEN) on_delivery(c, p, len, now);
   } else if (op == 1 && !c->ready && len == 5 && !memcmp(p, "ready", 5)) {
     c->ready = 1;
     n_ready++;
-    n_pending_hs--;
+    cl.n_pending_hs--;
   } else if (op == 9) {
-    if (c->state == C_OPEN) queue_frame(c, 10, p, len);
+    if (c->w.state == WSC_OPEN) queue_frame(c, 10, p, len);
   } else if (op == 8) {
-    if (c->state != C_CLOSING) {
+    if (c->w.state != WSC_CLOSING) {
       unsigned code = len >= 2 ? (unsigned)p[0] << 8 | p[1] : 1005;
-      die(EXIT_PROTO, "conn %d: the server closed the connection (code %u: %.*s)", c->idx, code,
-          len > 2 ? (int)len - 2 : 0, (const char *)p + 2);
+      wsc_die(EXIT_PROTO, "conn %d: the server closed the connection (code %u: %.*s)", c->w.idx,
+              code, len > 2 ? (int)len - 2 : 0, (const char *)p + 2);
     }
-    finish(c); /* our close went first; this is the answer */
+    wsc_conn_finish(&cl, &c->w); /* our close went first; this is the answer */
   } else if (op != 10) {
-    die(EXIT_PROTO, "conn %d: unexpected frame (opcode %d, %zu bytes%s)", c->idx, op, len,
-        c->ready ? "" : ", before \"ready\"");
+    wsc_die(EXIT_PROTO, "conn %d: unexpected frame (opcode %d, %zu bytes%s)", c->w.idx, op, len,
+            c->ready ? "" : ", before \"ready\"");
   }
 }
 
 /* Handles the whole frames in d[0..n); returns how many bytes they took. */
 static size_t parse_frames(conn *c, const uint8_t *d, size_t n, uint64_t now) {
   size_t i = 0;
-  while (n - i >= 2 && c->state != C_DONE) {
+  while (n - i >= 2 && c->w.state != WSC_DONE) {
     uint8_t b0 = d[i], b1 = d[i + 1];
-    if (b0 & 0x70) die(EXIT_PROTO, "conn %d: reserved bits set", c->idx);
-    if (b1 & 0x80) die(EXIT_PROTO, "conn %d: masked frame from the server", c->idx);
+    if (b0 & 0x70) wsc_die(EXIT_PROTO, "conn %d: reserved bits set", c->w.idx);
+    if (b1 & 0x80) wsc_die(EXIT_PROTO, "conn %d: masked frame from the server", c->w.idx);
     if (!(b0 & 0x80) || (b0 & 15) == 0)
-      die(EXIT_PROTO, "conn %d: a fragmented message (this bench expects whole frames)", c->idx);
+      wsc_die(EXIT_PROTO, "conn %d: a fragmented message (this bench expects whole frames)",
+              c->w.idx);
     size_t len = b1 & 0x7F;
-    if (len > 125) die(EXIT_PROTO, "conn %d: a frame longer than 125 bytes", c->idx);
+    if (len > 125) wsc_die(EXIT_PROTO, "conn %d: a frame longer than 125 bytes", c->w.idx);
     if (n - i < 2 + len) break;
     on_frame(c, b0 & 15, d + i + 2, len, now);
     i += 2 + len;
@@ -483,80 +238,36 @@ static void on_data(conn *c, size_t n, uint64_t now) {
   uint8_t *start = readbuf + CARRY_MAX - c->carry_len;
   memcpy(start, c->carry, c->carry_len);
   size_t total = c->carry_len + n, used = parse_frames(c, start, total, now);
-  if (c->state == C_DONE) return;
+  if (c->w.state == WSC_DONE) return;
   c->carry_len = total - used; /* part of one frame: < CARRY_MAX */
   memcpy(c->carry, start + used, c->carry_len);
 }
 
 static void on_open(conn *c, const uint8_t *rest, size_t n) {
-  c->state = C_OPEN;
-  n_open++;
+  c->w.state = WSC_OPEN;
+  cl.n_open++;
   memmove(readbuf + CARRY_MAX, rest, n);
-  on_data(c, n, now_ns());
+  on_data(c, n, wsc_now_ns());
 }
 
 static void on_head(conn *c, const uint8_t *d, size_t n) {
-  if (c->head_len + n > 8192) die(EXIT_PROTO, "conn %d: handshake response too long", c->idx);
-  c->head = realloc(c->head, c->head_len + n + 1);
-  if (!c->head) die(EXIT_PROTO, "out of memory");
-  memcpy(c->head + c->head_len, d, n);
-  c->head_len += n;
-  c->head[c->head_len] = 0;
-  char *end = strstr(c->head, "\r\n\r\n");
-  if (!end) return;
-  size_t hl = (size_t)(end + 4 - c->head);
-  if (strncmp(c->head, "HTTP/1.1 101", 12))
-    die(EXIT_PROTO, "conn %d: handshake refused: %.*s", c->idx, (int)strcspn(c->head, "\r\n"),
-        c->head);
-  int ok = 0;
-  for (char *line = strstr(c->head, "\r\n") + 2; line < end; line = strstr(line, "\r\n") + 2) {
-    static const char name[] = "sec-websocket-accept:";
-    if (strncasecmp(line, name, sizeof name - 1)) continue;
-    char *v = line + sizeof name - 1;
-    while (*v == ' ' || *v == '\t') v++;
-    size_t vl = strcspn(v, "\r\n");
-    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
-    ok = vl == strlen(c->accept) && !memcmp(v, c->accept, vl);
-    break;
-  }
-  if (!ok) die(EXIT_PROTO, "conn %d: missing or wrong Sec-WebSocket-Accept", c->idx);
-  if (strcasestr(c->head, "sec-websocket-extensions"))
-    die(EXIT_PROTO, "conn %d: the server chose an extension we did not offer", c->idx);
-  char *head = c->head;
-  size_t rest = c->head_len - hl;
-  c->head = NULL;
-  c->head_len = 0;
-  on_open(c, (const uint8_t *)head + hl, rest);
+  size_t at, rest;
+  char *head = wsc_conn_head(&c->w, d, n, &at, &rest);
+  if (!head) return;
+  on_open(c, (const uint8_t *)head + at, rest);
   free(head);
 }
 
 static void on_event(conn *c, uint32_t ev) {
-  if (c->state == C_CONNECTING) {
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err) die(EXIT_PROTO, "conn %d: connect: %s", c->idx, strerror(err));
-    if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) send_request(c);
-    return;
-  }
+  if (wsc_conn_connecting(&cl, &c->w, ev)) return;
   if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-    ssize_t n = recv(c->fd, readbuf + CARRY_MAX, READ_SIZE, 0);
-    if (n <= 0 && c->state == C_CLOSING && (n == 0 || (errno != EAGAIN && errno != EINTR))) {
-      finish(c);
-      return;
-    }
-    if (n < 0 && errno != EAGAIN && errno != EINTR)
-      die(EXIT_PROTO, "conn %d: recv: %s", c->idx, strerror(errno));
-    if (n == 0)
-      die(EXIT_PROTO, "conn %d: the server dropped the connection without a close frame", c->idx);
-    if (n > 0) {
-      if (c->state == C_HANDSHAKE)
-        on_head(c, readbuf + CARRY_MAX, (size_t)n);
-      else
-        on_data(c, (size_t)n, now_ns());
-    }
+    size_t n = wsc_conn_recv(&cl, &c->w, readbuf + CARRY_MAX, READ_SIZE);
+    if (n && c->w.state == WSC_HANDSHAKE)
+      on_head(c, readbuf + CARRY_MAX, n);
+    else if (n)
+      on_data(c, n, wsc_now_ns());
   }
-  if (c->state != C_DONE && (ev & EPOLLOUT)) flush(c);
+  if (c->w.state != WSC_DONE && (ev & EPOLLOUT)) flush(c);
 }
 
 /* ---- process readings (the server, via --pid) --------------------------- */
@@ -569,60 +280,23 @@ typedef struct reading {
 } reading;
 
 static void read_stat(long pid, reading *r) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) die(EXIT_PROTO, "cannot read %s: %s", path, strerror(errno));
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')');
-  unsigned long ut = 0, st = 0;
-  /* fields after the command: state(3) ... utime(14) stime(15) */
-  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-    die(EXIT_PROTO, "cannot parse %s", path);
+  unsigned long long ut, st;
+  if (wsc_read_ticks(pid, &ut, &st))
+    wsc_die(EXIT_PROTO, "cannot read or parse /proc/%ld/stat: %s", pid, strerror(errno));
   double tick = (double)sysconf(_SC_CLK_TCK);
   r->user_s = (double)ut / tick;
   r->sys_s = (double)st / tick;
 }
 
-static void read_io(long pid, reading *r) {
-  char path[64], line[128];
-  snprintf(path, sizeof path, "/proc/%ld/io", pid);
-  r->syscw = r->syscr = -1;
-  FILE *f = fopen(path, "r");
-  if (!f) return; /* not ours to read: the figures are left out */
-  while (fgets(line, sizeof line, f)) {
-    if (!strncmp(line, "syscw:", 6)) r->syscw = strtoll(line + 6, NULL, 10);
-    if (!strncmp(line, "syscr:", 6)) r->syscr = strtoll(line + 6, NULL, 10);
-  }
-  fclose(f);
-}
-
 static void take_reading(reading *r) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  r->self_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-              (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-  r->t_ns = now_ns();
+  r->self_s = wsc_self_cpu_s();
+  r->t_ns = wsc_now_ns();
   r->user_s = r->sys_s = -1;
   r->syscw = r->syscr = -1;
   if (cfg.pid) {
     read_stat(cfg.pid, r);
-    read_io(cfg.pid, r);
+    wsc_read_io(cfg.pid, &r->syscr, &r->syscw);
   }
-}
-
-static long read_rss_kb(long pid) {
-  char path[64], line[256];
-  snprintf(path, sizeof path, "/proc/%ld/status", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return -1;
-  long kb = -1;
-  while (fgets(line, sizeof line, f))
-    if (!strncmp(line, "VmRSS:", 6)) kb = strtol(line + 6, NULL, 10);
-  fclose(f);
-  return kb;
 }
 
 /* ---- the run -------------------------------------------------------------- */
@@ -636,7 +310,7 @@ static void run_until(double deadline, int (*done)(void)) {
   conn *pub = cfg.mode == M_FANOUT ? &conns[cfg.conns - 1] : NULL;
   for (;;) {
     if (done && done()) return;
-    double now = now_s();
+    double now = wsc_now_s();
     if (now >= deadline) return;
     if (in_flight && (double)last_progress * 1e-9 + STALL_S < now) {
       stalled = 1;
@@ -644,22 +318,22 @@ static void run_until(double deadline, int (*done)(void)) {
     }
     int ms = cfg.rate > 0 && sending ? 1 : 50;
     if (deadline - now < ms * 1e-3) ms = (int)((deadline - now) * 1000) + 1;
-    int n = epoll_wait(epfd, evs, 1024, ms);
+    int n = epoll_wait(cl.epfd, evs, 1024, ms);
     if (n < 0) {
       if (errno == EINTR) continue;
-      die(EXIT_PROTO, "epoll_wait: %s", strerror(errno));
+      wsc_die(EXIT_PROTO, "epoll_wait: %s", strerror(errno));
     }
     for (int i = 0; i < n; i++) on_event(evs[i].data.ptr, evs[i].events);
     if (pub && pub->ready && cfg.rate > 0) try_publish(pub);
     flush_dirty();
     /* open more connections as earlier ones become ready */
-    while (n_started < connect_upto && n_pending_hs < MAX_PENDING_HS)
-      start_connect(&conns[n_started]);
+    while (cl.n_started < connect_upto && cl.n_pending_hs < MAX_PENDING_HS)
+      wsc_conn_start(&cl, &conns[cl.n_started].w);
   }
 }
 
 static int all_ready(void) { return n_ready == connect_upto; }
-static int all_done(void) { return n_done == cfg.conns; }
+static int all_done(void) { return cl.n_done == cfg.conns; }
 static int drained(void) { return in_flight == 0; }
 
 static void close_all(void) {
@@ -668,29 +342,29 @@ static void close_all(void) {
   in_flight = 0; /* what is still due is counted already; no stall watch now */
   for (int i = 0; i < cfg.conns; i++) {
     conn *c = &conns[i];
-    if (c->state != C_OPEN) continue;
+    if (c->w.state != WSC_OPEN) continue;
     queue_frame(c, 8, bye, 2);
-    c->state = C_CLOSING;
+    c->w.state = WSC_CLOSING;
   }
   flush_dirty();
-  run_until(now_s() + CLOSE_LIMIT_S, all_done);
+  run_until(wsc_now_s() + CLOSE_LIMIT_S, all_done);
 }
 
 /* Opens the connections (in fanout mode the publisher last, once every
  * subscriber is ready, so that it comes last in a server's list). */
 static double open_all(void) {
-  double t0 = now_s();
+  double t0 = wsc_now_s();
   connect_upto = cfg.mode == M_FANOUT ? cfg.conns - 1 : cfg.conns;
   for (int round = 0; round < 2; round++) {
-    while (n_started < connect_upto && n_pending_hs < MAX_PENDING_HS)
-      start_connect(&conns[n_started]);
+    while (cl.n_started < connect_upto && cl.n_pending_hs < MAX_PENDING_HS)
+      wsc_conn_start(&cl, &conns[cl.n_started].w);
     run_until(t0 + CONNECT_LIMIT_S, all_ready);
     if (!all_ready())
-      die(EXIT_PROTO, "only %d of %d connections were ready within %d s (%d open)", n_ready,
-          connect_upto, CONNECT_LIMIT_S, n_open);
+      wsc_die(EXIT_PROTO, "only %d of %d connections were ready within %d s (%d open)", n_ready,
+              connect_upto, CONNECT_LIMIT_S, cl.n_open);
     connect_upto = cfg.conns;
   }
-  return now_s() - t0;
+  return wsc_now_s() - t0;
 }
 
 static void usage(void) {
@@ -698,31 +372,6 @@ static void usage(void) {
         "              [--window W] [--rate R] [--duration D] [--warmup W] [--pid PID]\n",
         stderr);
   exit(EXIT_USAGE);
-}
-
-static void parse_url(const char *u) {
-  const char *p;
-  if (strncmp(u, "ws://", 5)) die(EXIT_USAGE, "only ws:// URLs (got %s)", u);
-  p = u + 5;
-  if (!strncmp(p, "127.0.0.1:", 10) || !strncmp(p, "localhost:", 10))
-    p += 10;
-  else
-    die(EXIT_USAGE, "refusing to connect anywhere but 127.0.0.1 (got %s)", u);
-  char *end;
-  long port = strtol(p, &end, 10);
-  if (end == p || port < 1 || port > 65535) die(EXIT_USAGE, "bad port in %s", u);
-  cfg.port = (int)port;
-  if (*end == 0) return; /* the path stays "/" */
-  if (*end != '/' || strlen(end) >= sizeof cfg.path || strpbrk(end, " \r\n"))
-    die(EXIT_USAGE, "bad path in %s", u);
-  strcpy(cfg.path, end);
-}
-
-static double num_arg(const char *s, double lo, double hi, const char *what) {
-  char *end;
-  double v = strtod(s, &end);
-  if (end == s || *end || v < lo || v > hi) die(EXIT_USAGE, "bad %s: %s", what, s);
-  return v;
 }
 
 static void parse_args(int argc, char **argv) {
@@ -744,31 +393,26 @@ static void parse_args(int argc, char **argv) {
       else if (!strcmp(v, "idle"))
         cfg.mode = M_IDLE;
       else
-        die(EXIT_USAGE, "mode must be fanout, chat or idle");
+        wsc_die(EXIT_USAGE, "mode must be fanout, chat or idle");
     } else if (!strcmp(a, "--conns"))
-      cfg.conns = (int)num_arg(v, 2, 60000, "--conns");
+      cfg.conns = (int)wsc_num_arg(v, 2, 60000, "--conns");
     else if (!strcmp(a, "--size"))
-      cfg.size = (size_t)num_arg(v, 20, 125, "--size");
+      cfg.size = (size_t)wsc_num_arg(v, 20, 125, "--size");
     else if (!strcmp(a, "--window"))
-      cfg.window = (int)num_arg(v, 1, 100000, "--window");
+      cfg.window = (int)wsc_num_arg(v, 1, 100000, "--window");
     else if (!strcmp(a, "--rate"))
-      cfg.rate = num_arg(v, 0, 1e9, "--rate");
-    else if (!strcmp(a, "--duration"))
-      cfg.duration = num_arg(v, 0, 600, "--duration");
-    else if (!strcmp(a, "--warmup"))
-      cfg.warmup = num_arg(v, 0, 60, "--warmup");
-    else if (!strcmp(a, "--pid"))
-      cfg.pid = (long)num_arg(v, 1, 1e9, "--pid");
-    else
+      cfg.rate = wsc_num_arg(v, 0, 1e9, "--rate");
+    else if (!wsc_run_opt(a, v, &cfg.duration, &cfg.warmup, &cfg.pid))
       usage();
   }
   if (!url) usage();
-  parse_url(url);
+  wsc_parse_url(url, &cfg.port, cfg.path, sizeof cfg.path);
   if (cfg.duration < 0) cfg.duration = cfg.mode == M_IDLE ? 1 : 3;
   if (!cfg.window) cfg.window = cfg.mode == M_CHAT ? 1 : 16;
   if (cfg.mode == M_CHAT && cfg.conns > MAX_CHAT)
-    die(EXIT_USAGE, "chat mode tracks N x N sequence numbers: at most %d connections", MAX_CHAT);
-  if (cfg.rate > 0 && cfg.mode != M_FANOUT) die(EXIT_USAGE, "--rate is for fanout mode");
+    wsc_die(EXIT_USAGE, "chat mode tracks N x N sequence numbers: at most %d connections",
+            MAX_CHAT);
+  if (cfg.rate > 0 && cfg.mode != M_FANOUT) wsc_die(EXIT_USAGE, "--rate is for fanout mode");
 }
 
 static void raise_nofile(void) {
@@ -779,37 +423,38 @@ static void raise_nofile(void) {
   rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
   if (rl.rlim_cur < want)
-    die(EXIT_USAGE, "%d connections need %lu file descriptors; the hard limit is %lu", cfg.conns,
-        (unsigned long)want, (unsigned long)rl.rlim_max);
+    wsc_die(EXIT_USAGE, "%d connections need %lu file descriptors; the hard limit is %lu",
+            cfg.conns, (unsigned long)want, (unsigned long)rl.rlim_max);
 }
 
 static void setup(void) {
-  if (getrandom(&rng_state, sizeof rng_state, 0) != (ssize_t)sizeof rng_state || !rng_state)
-    rng_state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid();
-  epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (epfd < 0) die(EXIT_PROTO, "epoll_create1: %s", strerror(errno));
-  conns = xcalloc((size_t)cfg.conns, sizeof *conns);
-  dirty = xcalloc((size_t)cfg.conns, sizeof *dirty);
-  for (int i = 0; i < cfg.conns; i++) conns[i].idx = i, conns[i].fd = -1;
+  wsc_rng_seed();
+  cl.epfd = epoll_create1(EPOLL_CLOEXEC);
+  cl.port = cfg.port;
+  cl.path = cfg.path;
+  if (cl.epfd < 0) wsc_die(EXIT_PROTO, "epoll_create1: %s", strerror(errno));
+  conns = wsc_xcalloc((size_t)cfg.conns, sizeof *conns);
+  dirty = wsc_xcalloc((size_t)cfg.conns, sizeof *dirty);
+  for (int i = 0; i < cfg.conns; i++) conns[i].w.idx = i, conns[i].w.fd = -1;
   if (cfg.mode == M_IDLE) return;
   receivers = cfg.mode == M_CHAT ? cfg.conns - 1 : cfg.conns;
   size_t cols = cfg.mode == M_CHAT ? (size_t)cfg.conns : 1;
-  expect = xcalloc((size_t)cfg.conns * cols, sizeof *expect);
+  expect = wsc_xcalloc((size_t)cfg.conns * cols, sizeof *expect);
   for (int i = 0; i < cfg.conns; i++)
     if (cfg.mode == M_CHAT || i == cfg.conns - 1)
-      conns[i].cnt = xcalloc((size_t)cfg.window, sizeof *conns[i].cnt);
+      conns[i].cnt = wsc_xcalloc((size_t)cfg.window, sizeof *conns[i].cnt);
 }
 
 static int idle_run(double connect_s, long rss0) {
-  run_until(now_s() + cfg.duration, NULL);
-  if (n_open != cfg.conns) die(EXIT_PROTO, "connections were lost while idle");
-  long rss1 = cfg.pid ? read_rss_kb(cfg.pid) : -1;
+  run_until(wsc_now_s() + cfg.duration, NULL);
+  if (cl.n_open != cfg.conns) wsc_die(EXIT_PROTO, "connections were lost while idle");
+  long rss1 = cfg.pid ? wsc_read_rss_kb(cfg.pid) : -1;
   close_all();
   printf("mode=idle conns=%d connect_s=%.2f rss_before_kb=%ld rss_idle_kb=%ld bytes_per_conn=%.0f "
          "unclean_closes=%d\n",
          cfg.conns, connect_s, rss0, rss1,
          rss0 > 0 && rss1 > 0 ? (double)(rss1 - rss0) * 1024.0 / cfg.conns : -1.0,
-         cfg.conns - n_done);
+         cfg.conns - cl.n_done);
   return 0;
 }
 
@@ -837,8 +482,8 @@ static void report(const reading *a, const reading *b, double connect_s, uint64_
          "max_us=%llu lost=%llu out_of_order=%llu stalled=%d client_cpu=%.2f",
          cfg.mode == M_CHAT ? "chat" : "fanout", cfg.conns, cfg.size, cfg.window, cfg.rate, secs,
          connect_s, (unsigned long long)publishes, (unsigned long long)deliveries,
-         (double)deliveries / secs, (unsigned long long)hist_pct(0.50),
-         (unsigned long long)hist_pct(0.99), (unsigned long long)hist_max,
+         (double)deliveries / secs, (unsigned long long)wsc_hist_pct(&hist, 0.50),
+         (unsigned long long)wsc_hist_pct(&hist, 0.99), (unsigned long long)hist.max,
          (unsigned long long)(lost + tail), (unsigned long long)out_of_order, stalled,
          (b->self_s - a->self_s) / secs);
   if (have_cpu)
@@ -847,41 +492,39 @@ static void report(const reading *a, const reading *b, double connect_s, uint64_
   if (have_io)
     printf(" server_writes=%lld deliveries_per_write=%.1f server_reads=%lld", w,
            w > 0 ? (double)deliveries / (double)w : 0.0, rd);
-  printf(" unclean_closes=%d\n", cfg.conns - n_done);
+  printf(" unclean_closes=%d\n", cfg.conns - cl.n_done);
 }
 
 int main(int argc, char **argv) {
   parse_args(argc, argv);
   raise_nofile();
   /* a hard bound on the whole run, whatever happens */
-  signal(SIGALRM, on_alarm);
-  alarm((unsigned)(CONNECT_LIMIT_S + cfg.warmup + cfg.duration + DRAIN_LIMIT_S + 2 * CLOSE_LIMIT_S +
-                   15));
-  signal(SIGPIPE, SIG_IGN);
+  wsc_time_limit((unsigned)(CONNECT_LIMIT_S + cfg.warmup + cfg.duration + DRAIN_LIMIT_S +
+                            2 * CLOSE_LIMIT_S + 15));
   setup();
 
-  long rss0 = cfg.mode == M_IDLE && cfg.pid ? read_rss_kb(cfg.pid) : -1;
+  long rss0 = cfg.mode == M_IDLE && cfg.pid ? wsc_read_rss_kb(cfg.pid) : -1;
   double connect_s = open_all();
   if (cfg.mode == M_IDLE) return idle_run(connect_s, rss0);
 
   sending = 1;
-  t_publish0 = last_progress = now_ns();
+  t_publish0 = last_progress = wsc_now_ns();
   for (int i = 0; i < cfg.conns; i++)
     if (conns[i].cnt) try_publish(&conns[i]);
   flush_dirty();
-  run_until(now_s() + cfg.warmup, NULL);
+  run_until(wsc_now_s() + cfg.warmup, NULL);
   reading a, b;
   take_reading(&a);
   measuring = 1;
-  run_until(now_s() + cfg.duration, NULL);
+  run_until(wsc_now_s() + cfg.duration, NULL);
   measuring = 0;
   take_reading(&b);
   sending = 0;
-  if (!stalled) run_until(now_s() + DRAIN_LIMIT_S, drained);
-  if (n_open != cfg.conns) die(EXIT_PROTO, "connections were lost during the run");
+  if (!stalled) run_until(wsc_now_s() + DRAIN_LIMIT_S, drained);
+  if (cl.n_open != cfg.conns) wsc_die(EXIT_PROTO, "connections were lost during the run");
   uint64_t tail = missing_tail();
   if (deliveries == 0 && !stalled && !(lost + tail + out_of_order))
-    die(EXIT_PROTO, "no delivery at all during the measurement");
+    wsc_die(EXIT_PROTO, "no delivery at all during the measurement");
   close_all();
   report(&a, &b, connect_s, tail);
   return lost + tail + out_of_order || stalled ? EXIT_LOST : 0;

@@ -55,16 +55,14 @@ trap 'say "interrupted"; exit 130' INT TERM
 
 # ---- prerequisites ---------------------------------------------------------
 
-if [ ! -x "$GEN" ] || [ "$BENCH/fanout.c" -nt "$GEN" ]; then
-  make -s -C "$BENCH" fanout >&2 || { say "cannot build bench/fanout"; exit 1; }
-fi
+# make knows what fanout is built from (wsclient.c too)
+make -s -C "$BENCH" fanout >&2 || { say "cannot build bench/fanout"; exit 1; }
 set_pinning
 
 max_conns=0
 for n in $FANOUT_CONNS $LATENCY_CONNS $CHAT_CONNS $IDLE_CONNS; do [ "$n" -gt "$max_conns" ] && max_conns=$n; done
 want_fds=$((max_conns + 256))
-ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want_fds" ]; then
+if ! raise_nofile "$want_fds"; then
   say "warning: ulimit -n is $(ulimit -n) (hard limit $(ulimit -Hn)): runs over $(($(ulimit -n) - 256)) connections will fail"
 fi
 warn_if_busy

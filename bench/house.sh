@@ -19,6 +19,7 @@
 set -u
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$BENCH/lib.sh"
 if [ $# -ne 2 ]; then
   echo "usage: bash bench/house.sh BEFORE_TREE AFTER_TREE" >&2
   exit 1
@@ -54,8 +55,6 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/duplex-house.XXXXXX")
 GROUPS_FILE=$WORK/groups # process groups we started and that may still run, one leader pid a line
 : > "$GROUPS_FILE"
 WATCHDOG=
-
-say() { printf '%s\n' "$*" >&2; }
 
 kill_group() { # PID: TERM, then KILL, the process group PID leads, if alive
   kill -0 -- "-$1" 2>/dev/null || return 0
@@ -131,28 +130,19 @@ for tree in "${TREES[@]}"; do
   done
 done
 
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  PIN_SERVER=(taskset -c 0)
-  PIN_CLIENT=(taskset -c 1)
-else
-  say "warning: no taskset or fewer than 2 CPUs: server and clients are not pinned"
-  PIN_SERVER=()
-  PIN_CLIENT=()
-fi
+# as arrays: unpinned, they must expand to no word at all before setsid
+set_pinning
+read -ra PIN_SERVER <<< "$PIN_SERVER"
+read -ra PIN_CLIENT <<< "$PIN_CLIENT"
 
 want_fds=$((IDLE_CONNS > TLS_CONNS ? IDLE_CONNS + 256 : TLS_CONNS * 2 + 256))
-ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want_fds" ]; then
+if ! raise_nofile "$want_fds"; then
   say "warning: ulimit -n is $(ulimit -n); idle tests lowered"
   IDLE_CONNS=$(($(ulimit -n) - 256))
   TLS_CONNS=$((($(ulimit -n) - 256) / 2))
 fi
 
-read -r _ u1 n1 s1 i1 w1 _ < /proc/stat
-sleep 1
-read -r _ u2 n2 s2 i2 w2 _ < /proc/stat
-busy=$(( (u2 + n2 + s2 - u1 - n1 - s1) * 100 / ((u2 + n2 + s2 + i2 + w2 - u1 - n1 - s1 - i1 - w1) | 1) ))
-[ "$busy" -gt 10 ] && say "warning: the machine is ${busy}% busy before we start; figures will be noisy"
+warn_if_busy
 
 # ---- servers -----------------------------------------------------------------
 
@@ -162,7 +152,7 @@ port=$PORT
 # start_server TREE LUA [ENV=VALUE...]: a fresh echo server on the next port,
 # pinned to CPU 0; sets SERVER_PID and port
 start_server() {
-  local tree=$1 lua=$2 hex i
+  local tree=$1 lua=$2
   shift 2
   port=$((port + 1))
   setsid "${PIN_SERVER[@]}" env "$@" LUA_PATH="$tree/lua/?.lua;$tree/lua/?/init.lua;;" \
@@ -170,12 +160,7 @@ start_server() {
     >"$WORK/server.log" 2>&1 </dev/null &
   SERVER_PID=$!
   started "$SERVER_PID"
-  hex=$(printf '0100007F:%04X' "$port")
-  for i in $(seq 100); do
-    grep -q " $hex 00000000:0000 0A " /proc/net/tcp 2>/dev/null && return 0
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_listening "$SERVER_PID" "$port" && return 0
   say "server ($lua, $tree) did not listen on port $port:"
   tail -5 "$WORK/server.log" >&2
   stop_server
@@ -190,11 +175,6 @@ stop_server() {
 }
 
 # ---- results -------------------------------------------------------------------
-
-field() { # KEY LINE: the value of key=value in a result line
-  local kv
-  for kv in $2; do [ "${kv%%=*}" = "$1" ] && { echo "${kv#*=}"; return; }; done
-}
 
 record() { # NAME LUA KEY VALUE
   [ -n "$4" ] && echo "$4" >> "$WORK/$1.$2.$3"

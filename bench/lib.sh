@@ -15,6 +15,12 @@ set_pinning() {
   fi
 }
 
+# raise_nofile N: ulimit -n up to N (or the hard limit); fails when it stays below N
+raise_nofile() {
+  ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
+  [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$1" ]
+}
+
 busy_fraction() { # share of all CPUs busy over 1 s, in percent
   local a b
   read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ < /proc/stat

@@ -34,7 +34,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,33 +42,12 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { EXIT_USAGE = 1, EXIT_PROTO = 2, EXIT_TIMEOUT = 3 };
+#include "wsclient.h"
+
+const char wsc_prog[] = "probe";
+
 enum { TIME_LIMIT_S = 120, IO_WAIT_MS = 15000, MAX_CONNS = 1000 };
 enum { MAX_HEAD = 1 << 20 };
-
-static void die(int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("probe: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  exit(code);
-}
-
-static void on_alarm(int sig) {
-  (void)sig;
-  static const char msg[] = "probe: time limit reached, giving up\n";
-  ssize_t r = write(2, msg, sizeof msg - 1);
-  (void)r;
-  _exit(EXIT_TIMEOUT);
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int dial(int port) {
   struct sockaddr_in sa;
@@ -78,12 +56,12 @@ static int dial(int port) {
   sa.sin_port = htons((uint16_t)port);
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) die(EXIT_PROTO, "socket: %s", strerror(errno));
+  if (fd < 0) wsc_die(EXIT_PROTO, "socket: %s", strerror(errno));
   if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
-    die(EXIT_PROTO, "connect 127.0.0.1:%d: %s", port, strerror(errno));
+    wsc_die(EXIT_PROTO, "connect 127.0.0.1:%d: %s", port, strerror(errno));
   int one = 1;
   if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
-    die(EXIT_PROTO, "TCP_NODELAY: %s", strerror(errno));
+    wsc_die(EXIT_PROTO, "TCP_NODELAY: %s", strerror(errno));
   return fd;
 }
 
@@ -92,7 +70,7 @@ static void wait_fd(int fd, short events) {
   int r;
   do r = poll(&p, 1, IO_WAIT_MS);
   while (r < 0 && errno == EINTR);
-  if (r <= 0) die(EXIT_PROTO, "no progress on a connection for %d ms", IO_WAIT_MS);
+  if (r <= 0) wsc_die(EXIT_PROTO, "no progress on a connection for %d ms", IO_WAIT_MS);
 }
 
 static void write_all(int fd, const void *p, size_t n) {
@@ -104,7 +82,7 @@ static void write_all(int fd, const void *p, size_t n) {
       wait_fd(fd, POLLOUT);
       continue;
     }
-    if (w <= 0) die(EXIT_PROTO, "write: %s", w < 0 ? strerror(errno) : "closed");
+    if (w <= 0) wsc_die(EXIT_PROTO, "write: %s", w < 0 ? strerror(errno) : "closed");
     s += w;
     n -= (size_t)w;
   }
@@ -116,7 +94,7 @@ static void read_exact(int fd, void *p, size_t n) {
     wait_fd(fd, POLLIN);
     ssize_t r = read(fd, s, n);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) die(EXIT_PROTO, "read: %s", r < 0 ? strerror(errno) : "connection closed");
+    if (r <= 0) wsc_die(EXIT_PROTO, "read: %s", r < 0 ? strerror(errno) : "connection closed");
     s += r;
     n -= (size_t)r;
   }
@@ -128,25 +106,24 @@ static void expect_101(int fd) {
   char head[4096];
   size_t n = 0;
   while (n < 4 || memcmp(head + n - 4, "\r\n\r\n", 4) != 0) {
-    if (n == sizeof head - 1) die(EXIT_PROTO, "response head too long");
+    if (n == sizeof head - 1) wsc_die(EXIT_PROTO, "response head too long");
     read_exact(fd, head + n, 1);
     n++;
   }
   head[n] = '\0';
-  if (strncmp(head, "HTTP/1.1 101", 12) != 0) die(EXIT_PROTO, "not a 101: %.60s", head);
+  if (strncmp(head, "HTTP/1.1 101", 12) != 0) wsc_die(EXIT_PROTO, "not a 101: %.60s", head);
 }
 
 /* A valid upgrade request head of exactly `bytes` bytes: the required
  * headers, then X-Pad headers of at most 200 bytes of filler. */
 static char *make_head(size_t bytes, int port, unsigned id) {
-  char *h = malloc(bytes + 1);
-  if (!h) die(EXIT_PROTO, "out of memory");
+  char *h = wsc_xmalloc(bytes + 1);
   int n = snprintf(h, bytes + 1,
                    "GET /slow/%u HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                    "Sec-WebSocket-Version: 13\r\n",
                    id, port);
-  if (n < 0 || (size_t)n + 2 + 16 > bytes) die(EXIT_USAGE, "--bytes too small for a head");
+  if (n < 0 || (size_t)n + 2 + 16 > bytes) wsc_die(EXIT_USAGE, "--bytes too small for a head");
   size_t len = (size_t)n;
   for (unsigned i = 0; len + 2 < bytes; i++) {
     size_t room = bytes - 2 - len; /* what is left before the final CRLF */
@@ -179,7 +156,7 @@ static unsigned long long read_schedstat_ns(int pid) {
   unsigned long long sum = 0;
   snprintf(path, sizeof path, "/proc/%d/task", pid);
   DIR *d = opendir(path);
-  if (!d) die(EXIT_PROTO, "cannot open %s", path);
+  if (!d) wsc_die(EXIT_PROTO, "cannot open %s", path);
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     if (e->d_name[0] == '.') continue;
@@ -197,21 +174,12 @@ static unsigned long long read_schedstat_ns(int pid) {
 
 static server_cpu read_server(int pid) {
   server_cpu s = {0, 0, 0, 0};
-  char path[64], buf[2048];
   s.ns = read_schedstat_ns(pid);
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f || !fgets(buf, sizeof buf, f)) die(EXIT_PROTO, "cannot read %s", path);
-  fclose(f);
-  const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &s.utime,
-                   &s.stime) != 2)
-    die(EXIT_PROTO, "cannot parse %s", path);
-  snprintf(path, sizeof path, "/proc/%d/io", pid);
-  f = fopen(path, "r");
-  while (f && fgets(buf, sizeof buf, f))
-    if (sscanf(buf, "syscr: %llu", &s.syscr) == 1) break;
-  if (f) fclose(f);
+  if (wsc_read_ticks(pid, &s.utime, &s.stime))
+    wsc_die(EXIT_PROTO, "cannot read or parse /proc/%d/stat", pid);
+  long long syscr, syscw;
+  wsc_read_io(pid, &syscr, &syscw);
+  if (syscr >= 0) s.syscr = (unsigned long long)syscr;
   return s;
 }
 
@@ -228,7 +196,7 @@ static void round_trip(int fd, uint8_t *payload, size_t size, unsigned long seq)
   write_all(fd, out, 6 + size);
   read_exact(fd, in, 2 + size);
   if (in[0] != 0x82 || in[1] != size || memcmp(in + 2, payload, size) != 0)
-    die(EXIT_PROTO, "bad echo for message %lu", seq);
+    wsc_die(EXIT_PROTO, "bad echo for message %lu", seq);
 }
 
 /* A plain upgrade in one write; returns once the 101 is read. */
@@ -246,17 +214,17 @@ static int upgraded(int port) {
 }
 
 static int mode_rtt(int port, long warmup, long count, long size, int pid) {
-  if (size < 1 || size > 125) die(EXIT_USAGE, "--size must be 1..125");
+  if (size < 1 || size > 125) wsc_die(EXIT_USAGE, "--size must be 1..125");
   int fd = upgraded(port);
   uint8_t payload[125];
   memset(payload, 'x', sizeof payload);
   unsigned long seq = 0;
   for (long i = 0; i < warmup; i++) round_trip(fd, payload, (size_t)size, seq++);
-  if (pid > 0 && kill(pid, SIGUSR1) != 0) die(EXIT_PROTO, "kill SIGUSR1: %s", strerror(errno));
-  double t0 = now_s();
+  if (pid > 0 && kill(pid, SIGUSR1) != 0) wsc_die(EXIT_PROTO, "kill SIGUSR1: %s", strerror(errno));
+  double t0 = wsc_now_s();
   for (long i = 0; i < count; i++) round_trip(fd, payload, (size_t)size, seq++);
-  double t = now_s() - t0;
-  if (pid > 0 && kill(pid, SIGUSR2) != 0) die(EXIT_PROTO, "kill SIGUSR2: %s", strerror(errno));
+  double t = wsc_now_s() - t0;
+  if (pid > 0 && kill(pid, SIGUSR2) != 0) wsc_die(EXIT_PROTO, "kill SIGUSR2: %s", strerror(errno));
   printf("round_trips=%ld size=%ld seconds=%.3f\n", count, size, t);
   close(fd);
   return 0;
@@ -266,8 +234,7 @@ static int mode_rtt(int port, long warmup, long count, long size, int pid) {
  * length), and the unmasked echo the server must send back. */
 static uint8_t *make_frame(size_t bytes, uint8_t **echo, size_t *echo_len) {
   size_t n = bytes - 8;
-  uint8_t *f = malloc(bytes), *e = malloc(n + 4);
-  if (!f || !e) die(EXIT_PROTO, "out of memory");
+  uint8_t *f = wsc_xmalloc(bytes), *e = wsc_xmalloc(n + 4);
   uint8_t hdr[8] = {0x82, 0x80 | 126, (uint8_t)(n >> 8), (uint8_t)n, 0x5a, 0xc3, 0x17, 0x88};
   memcpy(f, hdr, 8);
   memcpy(e, (uint8_t[]){0x82, 126, (uint8_t)(n >> 8), (uint8_t)n}, 4);
@@ -281,10 +248,9 @@ static uint8_t *make_frame(size_t bytes, uint8_t **echo, size_t *echo_len) {
 }
 
 static void expect_echo(int fd, const uint8_t *echo, size_t len) {
-  uint8_t *in = malloc(len);
-  if (!in) die(EXIT_PROTO, "out of memory");
+  uint8_t *in = wsc_xmalloc(len);
   read_exact(fd, in, len);
-  if (memcmp(in, echo, len) != 0) die(EXIT_PROTO, "bad echo of the slow frame");
+  if (memcmp(in, echo, len) != 0) wsc_die(EXIT_PROTO, "bad echo of the slow frame");
   free(in);
 }
 
@@ -293,9 +259,9 @@ static void expect_echo(int fd, const uint8_t *echo, size_t len) {
  * echo (the same reads and wake-ups, through the frame receiver instead of
  * the head parser: the baseline for slowhead). */
 static int mode_slow(int port, int frame, long conns, long bytes, long gap_us, int pid) {
-  if (conns < 1 || conns > MAX_CONNS) die(EXIT_USAGE, "--conns must be 1..%d", MAX_CONNS);
+  if (conns < 1 || conns > MAX_CONNS) wsc_die(EXIT_USAGE, "--conns must be 1..%d", MAX_CONNS);
   if (bytes < 130 || bytes > (frame ? 65535 + 8 : MAX_HEAD))
-    die(EXIT_USAGE, "--bytes out of range");
+    wsc_die(EXIT_USAGE, "--bytes out of range");
   int fds[MAX_CONNS];
   uint8_t *data[MAX_CONNS], *echo = NULL;
   size_t echo_len = 0;
@@ -307,7 +273,7 @@ static int mode_slow(int port, int frame, long conns, long bytes, long gap_us, i
   }
   usleep(100000); /* let the server accept them all before the clock starts */
   server_cpu a = pid > 0 ? read_server(pid) : (server_cpu){0, 0, 0, 0};
-  double t0 = now_s();
+  double t0 = wsc_now_s();
   struct timespec gap = {.tv_sec = gap_us / 1000000, .tv_nsec = (gap_us % 1000000) * 1000};
   for (long i = 0; i < bytes; i++) {
     for (long c = 0; c < conns; c++) write_all(fds[c], data[c] + i, 1);
@@ -319,7 +285,7 @@ static int mode_slow(int port, int frame, long conns, long bytes, long gap_us, i
     else
       expect_101(fds[c]);
   }
-  double t = now_s() - t0;
+  double t = wsc_now_s() - t0;
   server_cpu b = pid > 0 ? read_server(pid) : a;
   printf("%s=%ld bytes=%ld seconds=%.3f server_ns=%llu server_utime_ticks=%llu "
          "server_stime_ticks=%llu server_reads=%llu\n",
@@ -341,12 +307,11 @@ static long opt_long(int argc, char **argv, const char *name, long dflt) {
 
 int main(int argc, char **argv) {
   if (argc < 3 || (argc - 3) % 2 != 0)
-    die(EXIT_USAGE, "usage: probe rtt|slowhead|slowframe PORT [--option value]... (see probe.c)");
-  signal(SIGALRM, on_alarm);
-  signal(SIGPIPE, SIG_IGN);
-  alarm(TIME_LIMIT_S);
+    wsc_die(EXIT_USAGE,
+            "usage: probe rtt|slowhead|slowframe PORT [--option value]... (see probe.c)");
+  wsc_time_limit(TIME_LIMIT_S);
   int port = atoi(argv[2]);
-  if (port <= 0 || port > 65535) die(EXIT_USAGE, "bad port %s", argv[2]);
+  if (port <= 0 || port > 65535) wsc_die(EXIT_USAGE, "bad port %s", argv[2]);
   int pid = (int)opt_long(argc, argv, "--pid", 0);
   if (strcmp(argv[1], "rtt") == 0)
     return mode_rtt(port, opt_long(argc, argv, "--warmup", 2000),
@@ -356,6 +321,6 @@ int main(int argc, char **argv) {
     return mode_slow(port, strcmp(argv[1], "slowframe") == 0, opt_long(argc, argv, "--conns", 20),
                      opt_long(argc, argv, "--bytes", 8000), opt_long(argc, argv, "--gap-us", 200),
                      pid);
-  die(EXIT_USAGE, "unknown mode %s", argv[1]);
+  wsc_die(EXIT_USAGE, "unknown mode %s", argv[1]);
   return EXIT_USAGE;
 }

@@ -13,6 +13,7 @@ set -u
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
+. "$BENCH/lib.sh"
 SERVERS=${SERVERS:-"duplex-luajit duplex-lua5.4 node-ws python-websockets"}
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
@@ -30,55 +31,28 @@ SERVER_PID=
 DEADLINE=$((SECONDS + 900)) # a hard bound on the whole run, whatever happens
 
 cleanup() {
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill "$SERVER_PID" 2>/dev/null
-    sleep 0.2
-    kill -9 "$SERVER_PID" 2>/dev/null
-  fi
+  stop_pid "$SERVER_PID"
   SERVER_PID=
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
-say() { printf '%s\n' "$*" >&2; }
-
 # ---- prerequisites ---------------------------------------------------------
 
-if [ ! -x "$LOADGEN" ] || [ "$BENCH/loadgen.c" -nt "$LOADGEN" ]; then
-  make -s -C "$BENCH" loadgen >&2 || { say "cannot build bench/loadgen"; exit 1; }
-fi
+# make knows what loadgen is built from (wsclient.c too)
+make -s -C "$BENCH" loadgen >&2 || { say "cannot build bench/loadgen"; exit 1; }
 
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  PIN_SERVER="taskset -c 0"
-  PIN_CLIENT="taskset -c 1"
-else
-  say "warning: no taskset or fewer than 2 CPUs: server and load generator are not pinned"
-  PIN_SERVER=""
-  PIN_CLIENT=""
-fi
+set_pinning
 
 want_fds=$((IDLE_CONNS + 256))
-ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want_fds" ]; then
+if ! raise_nofile "$want_fds"; then
   say "warning: ulimit -n is $(ulimit -n) (hard limit $(ulimit -Hn)); idle test lowered"
   IDLE_CONNS=$(($(ulimit -n) - 256))
 fi
 
 # Other work on the machine skews everything: say so up front.
-busy_fraction() { # share of all CPUs busy over 1 s, in percent
-  local a b
-  read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ < /proc/stat
-  sleep 1
-  read -r _ u2 n2 s2 i2 w2 q2 sq2 st2 _ < /proc/stat
-  a=$(( (u2+n2+s2+q2+sq2+st2) - (u1+n1+s1+q1+sq1+st1) ))
-  b=$(( a + (i2+w2) - (i1+w1) ))
-  echo $(( b > 0 ? 100 * a / b : 0 ))
-}
-busy=$(busy_fraction)
-if [ "$busy" -gt 10 ]; then
-  say "warning: the machine is ${busy}% busy before we start; the figures will be low and noisy"
-fi
+warn_if_busy
 
 # ---- servers ---------------------------------------------------------------
 
@@ -120,14 +94,7 @@ start_server() { # NAME PORT
       ;;
   esac
   SERVER_PID=$!
-  # wait until it listens on 127.0.0.1:port (read from /proc: no probe connection)
-  local hex i
-  hex=$(printf '0100007F:%04X' "$port")
-  for i in $(seq 100); do
-    if grep -q " $hex 00000000:0000 0A " /proc/net/tcp 2>/dev/null; then return 0; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_listening "$SERVER_PID" "$port" && return 0
   say "$name did not start listening on port $port:"
   tail -5 "$log" >&2
   stop_server
@@ -135,24 +102,11 @@ start_server() { # NAME PORT
 }
 
 stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  kill "$SERVER_PID" 2>/dev/null
-  for _ in $(seq 20); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$SERVER_PID" 2>/dev/null
-  wait "$SERVER_PID" 2>/dev/null
+  stop_pid "$SERVER_PID"
   SERVER_PID=
 }
 
 # ---- measurements ------------------------------------------------------------
-
-field() { # KEY LINE: the value of key=value in a result line
-  local kv
-  for kv in $2; do [ "${kv%%=*}" = "$1" ] && { echo "${kv#*=}"; return; }; done
-}
-
-median() { # numbers on stdin (one a line), prints the median, or "-"
-  sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else print v[int((NR + 1) / 2)] }'
-}
 
 # run_loadgen NAME LABEL ARGS...: one run against the running server; appends
 # the result line to $WORK/NAME.LABEL
