@@ -3,6 +3,7 @@
  * state (kept in the registry: two handles on one descriptor would confuse
  * the poller). Like every binding call these never wait: false means wait
  * for the object's id, then try again. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "binding/binding.h"
@@ -166,6 +167,17 @@ static int l_out_close(lua_State *L) {
   return 0;
 }
 
+/* realpath(path): the canonical path, or nil, err. */
+static int l_realpath(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int err;
+  char *real = stdstream_realpath(binding_loop(L), path, &err);
+  if (!real) return binding_error(L, uv_strerror(err));
+  lua_pushstring(L, real);
+  free(real);
+  return 1;
+}
+
 int lstdio_in_gc(lua_State *L) { return l_in_close(L); }
 int lstdio_out_gc(lua_State *L) { return l_out_close(L); }
 
@@ -178,5 +190,7 @@ const luaL_Reg lstdio_out_methods[] = {{"write", l_write},
                                        {"close", l_out_close},
                                        {NULL, NULL}};
 
-const luaL_Reg lstdio_functions[] = {
-    {"stdin_open", l_stdin_open}, {"stdout_open", l_stdout_open}, {NULL, NULL}};
+const luaL_Reg lstdio_functions[] = {{"stdin_open", l_stdin_open},
+                                     {"stdout_open", l_stdout_open},
+                                     {"realpath", l_realpath},
+                                     {NULL, NULL}};

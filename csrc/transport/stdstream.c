@@ -362,3 +362,15 @@ void stdstream_out_release(stdstream_out *s) {
   close_handle(&s->b);
   base_unref(&s->b);
 }
+
+char *stdstream_realpath(loop *l, const char *path, int *err) {
+  uv_fs_t req;
+  *err = uv_fs_realpath(&l->uv, &req, path, NULL);
+  char *out = NULL;
+  if (*err >= 0) {
+    out = strdup(req.ptr);
+    *err = out ? 0 : UV_ENOMEM;
+  }
+  uv_fs_req_cleanup(&req);
+  return out;
+}

@@ -60,6 +60,11 @@ const char *stdstream_out_error(const stdstream_out *s);
  * reach 0 first). */
 void stdstream_out_release(stdstream_out *s);
 
+/* The canonical absolute path of path, symbolic links resolved (the
+ * command's --static checks that a file lies inside its folder): a string
+ * to free(), or NULL with *err set (a libuv code). */
+char *stdstream_realpath(loop *l, const char *path, int *err);
+
 #pragma GCC visibility pop
 
 #endif
