@@ -118,6 +118,49 @@ describe("the duplex command", function()
     end, 20)
   end)
 
+  describe("duplex.stdio", function()
+    local function cat_cmd()
+      local words = {}
+      for i, w in ipairs(support.lua_argv("spec/interop/stdio_cat.lua")) do words[i] = support.quote(w) end
+      return table.concat(words, " ")
+    end
+
+    local function cat(stdin, out)
+      local cmd = cat_cmd() .. " <" .. stdin .. " 2>" .. out .. ".err" .. " | wc -l >" .. out
+      assert(os.execute("timeout 20 sh -c " .. support.quote(cmd)))
+      local count = tonumber(support.read_file(out):match("%d+"))
+      local report = support.read_file(out .. ".err")
+      os.remove(out)
+      os.remove(out .. ".err")
+      return count, report
+    end
+
+    it("reads a regular file and a pipe to the end, last line without newline included", function()
+      local input, out = os.tmpname(), os.tmpname()
+      assert(os.execute("seq 1 100000 >" .. input .. " && printf tail >>" .. input))
+      local n, report = cat(input, out)
+      assert.equal(100001, n)
+      assert.matches("stdin=file stdout=pipe lines=100001 error=nil", report, 1, true)
+      n, report = cat("/dev/null", out)
+      assert.equal(0, n)
+      assert.matches("lines=0 error=nil", report, 1, true)
+      local p = io.popen("timeout 20 sh -c " .. support.quote("seq 1 50000 | " .. cat_cmd() .. " 2>&1 >/dev/null"))
+      local piped = p:read("*a")
+      p:close()
+      assert.matches("stdin=pipe stdout=file lines=50000 error=nil", piped, 1, true)
+      os.remove(input)
+    end)
+
+    it("refuses a line longer than 1 MiB", function()
+      local input, out = os.tmpname(), os.tmpname()
+      assert(os.execute("printf 'short\\n' >" .. input .. " && head -c 1100000 /dev/zero | tr '\\0' x >>" .. input))
+      local n, report = cat(input, out)
+      assert.equal(1, n)
+      assert.matches("lines=1 error=stdin: a line is longer than 1048576 bytes", report, 1, true)
+      os.remove(input)
+    end)
+  end)
+
   if not version then
     it("needs /usr/bin/python3 with the websockets module (apt-get install python3-websockets)", function()
       pending("python3-websockets is not installed")
