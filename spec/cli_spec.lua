@@ -201,6 +201,18 @@ describe("the duplex command", function()
       end, 40)
     end)
 
+    it("skips a line that is not UTF-8 in text mode, saying why", function()
+      support.run(function()
+        local py, port = start_py_server()
+        local lines, rc, err = run_drive({ "--send", "\255\254", "--send", "fine", "--send", "bye", "--expect", "1" },
+          "connect", "ws://127.0.0.1:" .. port .. "/")
+        assert.same({ "fine" }, lines)
+        assert.equal("0", rc)
+        assert.matches("text message is not valid UTF-8 (line skipped", err, 1, true)
+        assert.same({ "text:fine", "text:bye" }, py_fields(py).got)
+      end, 40)
+    end)
+
     it("exits with 1 when the server closes with an error code", function()
       support.run(function()
         local py, port = start_py_server()

@@ -4,7 +4,7 @@ local duplex = require "duplex"
 local stdio = require "duplex.stdio"
 local core = require "duplex.core"
 
-local io, os, type, tonumber, tostring, pcall, ipairs = io, os, type, tonumber, tostring, pcall, ipairs
+local io, type, tonumber, tostring, pcall, ipairs = io, type, tonumber, tostring, pcall, ipairs
 
 local M = {}
 
@@ -132,7 +132,11 @@ local function pump_stdin(ws, kind)
       if err then say(err) end
       break
     end
-    if not ws:send(line, kind) then return end
+    local ok, err = ws:send(line, kind)
+    if not ok then
+      if ws.state ~= "open" then return end
+      say(err, " (line skipped; --binary sends bytes as they are)")
+    end
   end
   if ws.state == "open" then ws:close(1000) end
 end

@@ -53,7 +53,7 @@ else:
     read_fd = proc.stdout.fileno()
 
 for line in args.send:
-    os.write(write_fd, line.encode() + b"\n")
+    os.write(write_fd, os.fsencode(line) + b"\n")
 
 buf = b""
 lines = []
