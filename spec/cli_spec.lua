@@ -213,6 +213,22 @@ describe("the duplex command", function()
       end, 40)
     end)
 
+    it("leaves its stdin and stdout pipes blocking again when it exits", function()
+      support.run(function()
+        local s = support.start(cli("serve", "--port", "0", "--echo"), 30)
+        local port = serve_port(s)
+        local argv = { PY, "spec/interop/cli_flags.py" }
+        for _, w in ipairs(cli("connect", "ws://127.0.0.1:" .. port .. "/")) do argv[#argv + 1] = w end
+        local p = support.start(argv, 20)
+        local rc, out = support.wait(p, 20)
+        assert(rc == 0, support.describe(p))
+        local f = support.fields(out)
+        assert.equal("0", f.rc)
+        assert.equal("False", f.stdin_nonblock)
+        assert.equal("False", f.stdout_nonblock)
+      end, 40)
+    end)
+
     it("exits with 1 when the server closes with an error code", function()
       support.run(function()
         local py, port = start_py_server()

@@ -368,6 +368,7 @@ function M.main(args)
     if not fok then say(ferr) end
     duplex.stop()
   end)
+  stdio.close()
   if not rok then
     say(tostring(err))
     return M.FAILED

@@ -79,4 +79,14 @@ function M.close_input()
   input = nil
 end
 
+-- Closes both (what is still queued for stdout is dropped: flush first)
+-- and lets the loop finish closing them, which gives the descriptors back
+-- in blocking mode, as whoever shares them after us expects.
+function M.close()
+  M.close_input()
+  if output then output:close() end
+  output = nil
+  core.step(0, {})
+end
+
 return M
