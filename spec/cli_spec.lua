@@ -387,6 +387,10 @@ describe("the duplex command", function()
         assert.equal("200", f.status)
         assert.equal("text/css; charset=utf-8", f.type)
         assert.equal("404", http_get(port, "/missing.html").status)
+        assert.equal("404", http_get(port, "/sub").status) -- a folder without an index
+        assert(os.execute("cp " .. dir .. "/site/index.html " .. dir .. "/site/sub/"))
+        assert.equal("301", http_get(port, "/sub").status)
+        assert.equal("200", http_get(port, "/sub/").status)
         for _, path in ipairs({ "/../secret.txt", "/sub/../../secret.txt", "/%2e%2e/secret.txt", "/link.txt" }) do
           f = http_get(port, path)
           assert(f.status == "403" or f.status == "404", path .. " gave " .. tostring(f.status))

@@ -234,7 +234,15 @@ local function static_files(root)
     local f = io.open(real, "rb")
     local body = f and f:read("*a")
     if f then f:close() end
-    if not body then return text(404, "not found") end
+    if not body then
+      -- a folder named without its slash: where its index is
+      local index = io.open(real .. "/index.html", "rb")
+      if index then
+        index:close()
+        return 301, { Location = req.path .. "/" }, ""
+      end
+      return text(404, "not found")
+    end
     local headers = { ["Content-Type"] = content_type(real) }
     if req.method == "HEAD" then
       headers["Content-Length"] = tostring(#body)
