@@ -326,6 +326,13 @@ describe("the duplex command", function()
           "connect", "--ca", P.ca, "wss://127.0.0.1:" .. port .. "/")
         assert.same({ "over tls" }, lines)
         assert.equal("0", rc)
+        -- without the CA the certificate fails, unless checks are off
+        local p = support.start(cli("connect", "wss://127.0.0.1:" .. port .. "/"), 15)
+        assert.equal(3, (support.wait(p, 15)))
+        lines, rc = run_drive({ "--send", "unchecked", "--expect", "1", "--eof" },
+          "connect", "--insecure", "wss://127.0.0.1:" .. port .. "/")
+        assert.same({ "unchecked" }, lines)
+        assert.equal("0", rc)
       end, 40)
     end)
 
