@@ -70,6 +70,8 @@ build/ctest/test_tls: csrc/transport/tls.c
 # test_topic runs the whole transport and counts allocations
 build/ctest/test_topic: $(TRANSPORT_SRC)
 build/ctest/test_topic: CTEST_LDFLAGS = -Wl,--wrap=malloc
+# test_stdstream runs the loop (which links the rest of the transport)
+build/ctest/test_stdstream: $(TRANSPORT_SRC)
 
 ctest: $(CTESTS)
 	@sh .ci/ctest $(CTESTS)

@@ -24,6 +24,8 @@ static inline int lua_absindex(lua_State *L, int i) {
 
 #define CONN_MT "duplex.conn"
 #define SERVER_MT "duplex.server"
+#define STDIN_MT "duplex.stdin"
+#define STDOUT_MT "duplex.stdout"
 
 /* The most strings a list option and the most entries a header table hold. */
 enum { MAX_LIST = DIAL_MAX_LIST };
@@ -71,6 +73,11 @@ conn *lconn_check(lua_State *L, int i);
 /* ltopic.c: methods of duplex.conn and functions of the module */
 extern const luaL_Reg ltopic_conn_methods[];
 extern const luaL_Reg ltopic_functions[];
+
+/* lstdio.c: the process's stdin and stdout */
+extern const luaL_Reg lstdio_in_methods[], lstdio_out_methods[], lstdio_functions[];
+int lstdio_in_gc(lua_State *L);
+int lstdio_out_gc(lua_State *L);
 
 #pragma GCC visibility pop
 

@@ -57,6 +57,8 @@ int luaopen_duplex_core(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, LOOP_KEY);
     new_class(L, CONN_MT, lconn_methods, ltopic_conn_methods, lconn_gc);
     new_class(L, SERVER_MT, lserver_methods, NULL, lserver_gc);
+    new_class(L, STDIN_MT, lstdio_in_methods, NULL, lstdio_in_gc);
+    new_class(L, STDOUT_MT, lstdio_out_methods, NULL, lstdio_out_gc);
   }
   lua_newtable(L);
   lua_pushvalue(L, -2);
@@ -65,5 +67,7 @@ int luaopen_duplex_core(lua_State *L) {
   setfuncs(L, openers, 1);
   lua_pushvalue(L, -2);
   setfuncs(L, ltopic_functions, 1);
+  lua_pushvalue(L, -2);
+  setfuncs(L, lstdio_functions, 1);
   return 1;
 }
