@@ -177,3 +177,14 @@ describe("embedding", function()
     assert.matches("embedded failure", reported)
   end)
 end)
+
+describe("a process started with stdin closed", function()
+  -- libuv would take descriptor 0 for itself and abort when closing it
+  it("runs and exits cleanly", function()
+    local lua = arg and arg[-1] or "lua5.4"
+    local cmd = ("%s -e 'local d = require \"duplex\"; d.run(function() d.sleep(0.01) end); os.exit(7)' <&-"):format(lua)
+    local ok, how, code = os.execute("timeout 10 sh -c " .. ("%q"):format(cmd))
+    if type(ok) == "number" then code = ok / 256 end -- Lua 5.1: the raw status
+    assert.equal(7, code)
+  end)
+end)

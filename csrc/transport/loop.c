@@ -2,8 +2,11 @@
 
 #include "transport/topic.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
@@ -14,8 +17,21 @@ static void noop_idle(uv_idle_t *t) { (void)t; }
 
 static void on_sleep_timer(uv_timer_t *t);
 
+/* A process started with stdin, stdout or stderr closed would hand that
+ * number to libuv's own descriptors (epoll, its wake-up pipe), which libuv
+ * refuses to close, and to sockets that a stray write to "stdout" would
+ * then corrupt: such slots get /dev/null first, as daemons do. */
+static void fill_std_fds(void) {
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    int n = open("/dev/null", O_RDWR);
+    if (n != fd && n >= 0) close(n); /* another thread took the slot: leave it */
+  }
+}
+
 int loop_init(loop *l) {
   memset(l, 0, sizeof *l);
+  fill_std_fds();
   int rc = uv_loop_init(&l->uv);
   if (rc) return rc;
   l->uv.data = l;
