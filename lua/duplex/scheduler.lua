@@ -298,6 +298,10 @@ end
 -- the next event), then resume every coroutine that became ready.
 function M.step(timeout)
   stepping = true
+  -- an embedding host may have slept on its own for a while: the loop's
+  -- cached clock is refreshed before coroutines start timers on it (a
+  -- close_timeout started on a stale clock expired at once)
+  now_ms()
   run_queue()
   if runq_tail > 0 then timeout = 0 end
   local n, all = core.step(timeout or -1, ids)

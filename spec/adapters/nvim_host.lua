@@ -1,0 +1,38 @@
+-- nvim --headless -u NONE -c 'luafile spec/adapters/nvim_host.lua' IDLE
+-- Runs spec/adapters/scenario.lua through duplex.nvim; prints the results
+-- as "key=value" lines and quits.
+package.path = "lua/?.lua;lua/?/init.lua;spec/?.lua;" .. package.path
+package.cpath = "build/luajit/?.so;" .. package.cpath
+local idle = tonumber(os.getenv("DUPLEX_IDLE")) or 5
+local duplex = require "duplex"
+local dnvim = require "duplex.nvim"
+local uv = vim.uv or vim.loop
+local handle = dnvim.attach()
+local watchdog = uv.new_timer()
+local function quit(r)
+  handle:stop()
+  watchdog:stop()
+  watchdog:close()
+  vim.schedule(function()
+    for k, v in pairs(r) do io.stdout:write(k, "=", tostring(v), "\n") end
+    -- vim.schedule callbacks may touch the editor
+    io.stdout:write("buffer_ok=", tostring(vim.api.nvim_buf_line_count(0) >= 1), "\n")
+    io.stdout:flush()
+    vim.cmd("qall!")
+  end)
+end
+watchdog:start((idle + 15) * 1000, 0, function() quit({ err = "watchdog: the scenario did not finish" }) end)
+require "adapters.scenario" (duplex, {
+  every = function(s, fn)
+    local t = uv.new_timer()
+    t:start(s * 1000, s * 1000, fn)
+    return function() if not t:is_closing() then t:close() end end
+  end,
+  after = function(s, fn)
+    local t = uv.new_timer()
+    t:start(s * 1000, 0, function() t:close(); fn() end)
+  end,
+  cpu = os.clock,
+  now = function() return uv.hrtime() / 1e9 end,
+  done = quit,
+}, idle)
