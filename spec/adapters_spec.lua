@@ -34,7 +34,7 @@ local function check_results(r, host)
 end
 
 local function report(host, share, extra)
-  io.stderr:write(("\n[adapters] %s on %s: idle CPU %.3f%% over %d s%s\n"):format(host, _VERSION, share * 100,
+  io.stderr:write(("\n[adapters] %s on %s: idle CPU %.3f%% over %d s%s\n"):format(host, JIT and rawget(_G, "jit").version or _VERSION, share * 100,
     IDLE, extra or ""))
 end
 
