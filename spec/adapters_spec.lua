@@ -163,6 +163,32 @@ describe("duplex.cqueues", function()
   end)
 end)
 
+describe("duplex.love.attach", function()
+  after_each(function() assert.is_true(helpers.drain(3)) end)
+
+  it("steps once per love.update, keeps a love.update defined later, and stop() puts it back", function()
+    local love = {}
+    local handle = assert(require("duplex.love").attach({ love = love }))
+    local calls, ran = {}, false
+    function love.update(dt) calls[#calls + 1] = dt end -- the game's, after attach
+    duplex.spawn(function() ran = true end)
+    love.update(0.016)
+    assert.is_true(ran, "the frame did not step duplex")
+    assert.are.same({ 0.016 }, calls)
+    assert.is_true(handle:stop())
+    assert.is_nil(getmetatable(love))
+    love.update(0.02)
+    assert.are.same({ 0.016, 0.02 }, calls)
+    assert.is_false(handle:stop())
+  end)
+
+  it("says so outside LÖVE", function()
+    local h, err = require("duplex.love").attach()
+    assert.is_nil(h)
+    assert.matches("not running inside L", err)
+  end)
+end)
+
 -- Runs a host as a subprocess; its "key=value" lines as a table.
 local function run_host(cmd)
   local p = assert(io.popen("env -u LD_PRELOAD -u ASAN_OPTIONS DUPLEX_IDLE=" .. IDLE ..

@@ -13,13 +13,14 @@ local function quit(r)
   handle:stop()
   watchdog:stop()
   watchdog:close()
-  vim.schedule(function()
+  -- through dnvim.wrap: on the main loop, where the editor may be touched
+  dnvim.wrap(function()
+    vim.api.nvim_buf_set_lines(0, 0, -1, false, { r.echo or "" })
+    r.buffer_ok = vim.api.nvim_buf_get_lines(0, 0, 1, false)[1] == r.echo
     for k, v in pairs(r) do io.stdout:write(k, "=", tostring(v), "\n") end
-    -- vim.schedule callbacks may touch the editor
-    io.stdout:write("buffer_ok=", tostring(vim.api.nvim_buf_line_count(0) >= 1), "\n")
     io.stdout:flush()
     vim.cmd("qall!")
-  end)
+  end)()
 end
 watchdog:start((idle + 15) * 1000, 0, function() quit({ err = "watchdog: the scenario did not finish" }) end)
 require "adapters.scenario" (duplex, {
