@@ -142,6 +142,26 @@ describe("duplex.cqueues", function()
     assert.is_true(share < 0.01, ("idle CPU %.2f%%"):format(share * 100))
   end)
 
+  it("wakes up for a coroutine a cqueues coroutine spawns after duplex went idle", function()
+    local cqueues = need "cqueues"
+    if not cqueues then return end
+    local cq = cqueues.new()
+    local handle = require("duplex.cqueues").attach(cq)
+    local slept = false
+    cq:wrap(function()
+      cqueues.sleep(0.05) -- meanwhile the stepping coroutine ended: duplex held nothing
+      duplex.spawn(function()
+        duplex.sleep(0.05)
+        slept = true
+      end)
+    end)
+    local t0 = cqueues.monotime()
+    assert(cq:loop(3))
+    handle:stop()
+    assert.is_true(slept)
+    assert.is_true(cqueues.monotime() - t0 < 2)
+  end)
+
   it("is a cqueues pollable: pollfd, events, timeout", function()
     local cqueues = need "cqueues"
     if not cqueues then return end
@@ -216,6 +236,7 @@ if JIT then
       local r, out = run_host("nvim --headless -u NONE -c 'luafile spec/adapters/nvim_host.lua'")
       assert.is_not_nil(r.greeting, "nvim printed:\n" .. out)
       assert.are.equal("true", r.buffer_ok, "a vim.schedule callback could not touch the editor")
+      assert.are.equal("true", r.notified, "a wrapped function's error did not reach vim.notify")
       local share = check_results(r, "nvim")
       report("nvim", share)
       assert.is_true(share < 0.01, ("idle CPU %.2f%%"):format(share * 100))

@@ -8,14 +8,21 @@ local duplex = require "duplex"
 local dnvim = require "duplex.nvim"
 local uv = vim.uv or vim.loop
 local handle = dnvim.attach()
+-- errors of wrapped functions reach vim.notify
+local notes = {}
+vim.notify = function(msg) notes[#notes + 1] = msg end
+dnvim.wrap(function() error("wrapped boom") end)()
 local watchdog = uv.new_timer()
+local quitting = false
 local function quit(r)
+  if quitting then return end
+  quitting = true
   handle:stop()
-  watchdog:stop()
-  watchdog:close()
+  if not watchdog:is_closing() then watchdog:close() end
   -- through dnvim.wrap: on the main loop, where the editor may be touched
   dnvim.wrap(function()
     vim.api.nvim_buf_set_lines(0, 0, -1, false, { r.echo or "" })
+    r.notified = table.concat(notes, " | "):find("wrapped boom", 1, true) ~= nil
     r.buffer_ok = vim.api.nvim_buf_get_lines(0, 0, 1, false)[1] == r.echo
     for k, v in pairs(r) do io.stdout:write(k, "=", tostring(v), "\n") end
     io.stdout:flush()
