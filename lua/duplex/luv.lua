@@ -86,6 +86,7 @@ function M.attach(opts)
     step()
   end)
   self.prepare:start(rearm)
+  uv.update_time() -- attach runs outside uv.run: luv's clock may be stale
   rearm()
   return self
 end
