@@ -70,12 +70,14 @@ build/ctest/test_tls: csrc/transport/tls.c
 # test_topic runs the whole transport and counts allocations
 build/ctest/test_topic: $(TRANSPORT_SRC)
 build/ctest/test_topic: CTEST_LDFLAGS = -Wl,--wrap=malloc
+# test_loop runs the loop itself
+build/ctest/test_loop: $(TRANSPORT_SRC)
 
 # examples/host.c: a C program with its own libuv loop driving duplex
 # (for lua5.4, whose core.so it loads from build/lua5.4)
 build/host: examples/host.c $(CORE_SRC) $(CORE_HDR)
-	@$(MAKE) --no-print-directory LUA=lua5.4 build/lua5.4/duplex/core.so
-	$(CC) $(CSTD) $(OPT) $(WARN) $(shell $(PKG_CONFIG) --cflags lua5.4) $(DEP_CFLAGS) $< -o $@ \
+	@$(MAKE) --no-print-directory SANITIZE= LUA=lua5.4 build/lua5.4/duplex/core.so
+	$(CC) $(CSTD) -O2 -g $(WARN) $(shell $(PKG_CONFIG) --cflags lua5.4) $(DEP_CFLAGS) $< -o $@ \
 	  $(shell $(PKG_CONFIG) --libs lua5.4) $(DEP_LIBS) -lm
 
 ctest: $(CTESTS)

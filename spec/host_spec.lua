@@ -5,7 +5,7 @@
 -- Independent of the Lua running busted: the host embeds lua5.4.
 local function sh(cmd)
   -- the sanitized spec run preloads ASan into every child: not into these
-  local p = assert(io.popen("env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS " .. cmd .. " 2>&1; echo \"rc=$?\""))
+  local p = assert(io.popen("env -u LD_PRELOAD -u ASAN_OPTIONS -u UBSAN_OPTIONS -u SANITIZE " .. cmd .. " 2>&1; echo \"rc=$?\""))
   local out = p:read("*a")
   p:close()
   return tonumber(out:match("rc=(%d+)%s*$")), out
