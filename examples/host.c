@@ -22,6 +22,7 @@ typedef struct host {
   lua_State *L;
   int step_ref; /* duplex.step and duplex.timeout in the registry */
   int timeout_ref;
+  int alive_ref;
   int failed;
   int started; /* the handles exist */
   int closed;
@@ -79,22 +80,15 @@ static void rearm(host *h) {
   lua_pop(L, 1);
 }
 
+/* duplex.core.alive(): anything (a server, a connection, a timer) left */
 static int duplex_alive(host *h) {
-  lua_State *L = h->L;
-  lua_getglobal(L, "require");
-  lua_pushstring(L, "duplex.core");
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-    report(h, "require duplex.core");
+  lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->alive_ref);
+  if (lua_pcall(h->L, 0, 1, 0) != LUA_OK) {
+    report(h, "duplex.core.alive");
     return 0;
   }
-  lua_getfield(L, -1, "alive");
-  int ok = lua_pcall(L, 0, 1, 0) == LUA_OK;
-  int alive = ok && lua_toboolean(L, -1);
-  if (!ok)
-    report(h, "duplex.core.alive");
-  else
-    lua_pop(L, 1);
-  lua_pop(L, 1);
+  int alive = lua_toboolean(h->L, -1);
+  lua_pop(h->L, 1);
   return alive;
 }
 
@@ -133,6 +127,15 @@ static int start(host *h) {
   h->step_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -1, "timeout");
   h->timeout_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getglobal(L, "require");
+  lua_pushstring(L, "duplex.core");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    report(h, "require duplex.core");
+    return -1;
+  }
+  lua_getfield(L, -1, "alive");
+  h->alive_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pop(L, 1);
   lua_getfield(L, -1, "pollfd");
   if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
     report(h, "duplex.pollfd");
