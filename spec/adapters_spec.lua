@@ -102,6 +102,48 @@ describe("duplex.luv", function()
   end)
 end)
 
+describe("duplex.luv errors", function()
+  after_each(function() assert.is_true(helpers.drain(3)) end)
+
+  it("reports a failing step to on_error and goes on stepping", function()
+    local uv = need "luv"
+    if not uv then return end
+    uv.update_time()
+    local errors, real_step, failed_once = {}, duplex.step, false
+    duplex.step = function(t)
+      if not failed_once then
+        failed_once = true
+        error("step blew up")
+      end
+      return real_step(t)
+    end
+    local handle = assert(require("duplex.luv").attach({ uv = uv, on_error = function(e) errors[#errors + 1] = e end }))
+    local ran = 0
+    local timer = duplex.every(0.02, function() ran = ran + 1 end)
+    local guard, check = uv.new_timer(), uv.new_timer()
+    guard:start(3000, 0, function() -- bounds the run whatever happens
+      guard:close()
+      if not check:is_closing() then check:close() end
+      timer:stop()
+      handle:stop()
+    end)
+    check:start(10, 10, function()
+      if ran >= 2 then
+        timer:stop()
+        check:close()
+        if not guard:is_closing() then guard:close() end
+        handle:stop()
+      end
+    end)
+    uv.run("default")
+    duplex.step = real_step
+    assert.is_true(failed_once)
+    assert.are.equal(1, #errors)
+    assert.matches("step blew up", errors[1])
+    assert.is_true(ran >= 2, "duplex stopped stepping after the failure")
+  end)
+end)
+
 describe("duplex.cqueues", function()
   after_each(function() assert.is_true(helpers.drain(3)) end)
 
