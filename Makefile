@@ -72,6 +72,15 @@ build/ctest/test_topic: $(TRANSPORT_SRC)
 build/ctest/test_topic: CTEST_LDFLAGS = -Wl,--wrap=malloc
 # test_stdstream runs the loop (which links the rest of the transport)
 build/ctest/test_stdstream: $(TRANSPORT_SRC)
+# test_loop runs the loop itself
+build/ctest/test_loop: $(TRANSPORT_SRC)
+
+# examples/host.c: a C program with its own libuv loop driving duplex
+# (for lua5.4, whose core.so it loads from build/lua5.4)
+build/host: examples/host.c $(CORE_SRC) $(CORE_HDR)
+	@$(MAKE) --no-print-directory SANITIZE= LUA=lua5.4 build/lua5.4/duplex/core.so
+	$(CC) $(CSTD) -O2 -g $(WARN) $(shell $(PKG_CONFIG) --cflags lua5.4) $(DEP_CFLAGS) $< -o $@ \
+	  $(shell $(PKG_CONFIG) --libs lua5.4) $(DEP_LIBS) -lm
 
 ctest: $(CTESTS)
 	@sh .ci/ctest $(CTESTS)

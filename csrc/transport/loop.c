@@ -319,6 +319,10 @@ int loop_timeout(loop *l) {
   if (l->nready || l->wake_all || l->dirty || has_deferred(l)) return 0;
   /* the host may have spent a while elsewhere since the last step */
   uv_update_time(&l->uv);
+  /* libuv says 0 for a loop with nothing in it (a step would return at
+   * once), but a host polling pollfd() needs "no deadline" there: a 0 would
+   * have it re-arm a 0 ms timer forever */
+  if (!uv_loop_alive(&l->uv)) return -1;
   return uv_backend_timeout(&l->uv);
 }
 

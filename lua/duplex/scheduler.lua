@@ -16,10 +16,20 @@ local args = {}  -- coroutine -> packed arguments for its first resume
 local on_error = setmetatable({}, { __mode = "k" })  -- coroutine -> function(co, err)
 local ids = {}  -- scratch table core.step fills
 local stopping = false
+local stepping = false -- inside M.step: a host adapter re-arms after it anyway
+local on_work -- set by a host adapter: told of work added outside a step
 
 local function enqueue(co)
   runq_tail = runq_tail + 1
   runq[runq_tail] = co
+  if on_work and not stepping then on_work() end
+end
+
+-- A host adapter (duplex.cqueues) whose loop sleeps on a deadline it read
+-- from timeout() is told when code of the host spawns a coroutine or starts
+-- a timer, so that it reads timeout() again. fn(), or nil to stop.
+function M.on_work(fn)
+  on_work = fn
 end
 
 local function report(co, err)
@@ -133,7 +143,10 @@ local function schedule(e)
   nheap = nheap + 1
   heap[nheap] = e
   sift_up(nheap)
-  if heap[1] == e then rearm() end
+  if heap[1] == e then
+    rearm()
+    if on_work and not stepping then on_work() end
+  end
 end
 
 -- Calls e off; true when it was pending.
@@ -284,6 +297,11 @@ end
 -- One step: run libuv once (waiting at most timeout seconds; nil waits for
 -- the next event), then resume every coroutine that became ready.
 function M.step(timeout)
+  stepping = true
+  -- an embedding host may have slept on its own for a while: the loop's
+  -- cached clock is refreshed before coroutines start timers on it (a
+  -- close_timeout started on a stale clock expired at once)
+  now_ms()
   run_queue()
   if runq_tail > 0 then timeout = 0 end
   local n, all = core.step(timeout or -1, ids)
@@ -299,6 +317,7 @@ function M.step(timeout)
     if id == alarm_id then fire_timers() else wake(id) end
   end
   run_queue()
+  stepping = false
   return true
 end
 
