@@ -49,14 +49,20 @@
 ---@field reason string
 ---@field headers table<string, string> names in lower case
 
+---Answers a request that is not an upgrade: status, headers, body.
+---@alias duplex.http_hook fun(req: duplex.request): integer, table<string, string>?, string?
+
+---Accepts an upgrade (nothing or true) or refuses it: status, headers, body.
+---@alias duplex.accept_hook fun(req: duplex.request): (true|integer|nil), table<string, string>?, string?
+
 ---@class duplex.serve_opts: duplex.conn_opts
 ---@field host? string IPv4 or IPv6 literal to listen on (default "127.0.0.1")
 ---@field port? integer 0..65535; 0 picks a free one (default 0)
 ---@field backlog? integer listen backlog (default 511)
 ---@field protocols? string[] subprotocols, in our order of preference
 ---@field origins? string[] allowed Origin values (default any)
----@field http? fun(req: duplex.request): integer, table<string, string>?, string? answers plain HTTP requests
----@field accept? fun(req: duplex.request): (true|integer|nil), table<string, string>?, string? accepts or refuses an upgrade
+---@field http? duplex.http_hook answers plain HTTP requests (default: 426)
+---@field accept? duplex.accept_hook accepts or refuses an upgrade (default: accept all)
 ---@field on_error? fun(ws_or_req: duplex.ws|duplex.request, err: any, traceback: string) (default: stderr)
 ---@field handshake_timeout? number seconds for the opening handshake (default 10)
 ---@field max_backlog? integer bytes queued past which a publish skips a connection (default 1 MiB)
