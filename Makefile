@@ -32,8 +32,12 @@ CORE_HDR := $(wildcard csrc/*/*.h)
 CTESTS := $(patsubst csrc/test/%.c,build/ctest/%,$(wildcard csrc/test/test_*.c))
 FUZZ_SECONDS ?= 30
 PORT ?= 8080
+PREFIX ?= /usr/local
+DESTDIR ?=
+# the Lua version folder: luajit loads 5.1 modules
+LUA_VERSION = $(if $(filter luajit%,$(LUA)),5.1,$(patsubst lua%,%,$(LUA)))
 
-.PHONY: all deps test ctest spec run rock fuzz clean help format bench sources rock-build rock-install
+.PHONY: all deps test ctest spec run rock fuzz clean help format bench sources rock-build rock-install install
 
 all: duplex/core.so
 
@@ -42,6 +46,7 @@ help:
 	@echo "make test       install what is missing, build, run every suite for LUAS=\"$(LUAS)\""
 	@echo "make run        build and start the chat example on http://127.0.0.1:$(PORT)/ (PORT=0: any free port)"
 	@echo "make fuzz       run each libFuzzer target for FUZZ_SECONDS=$(FUZZ_SECONDS)"
+	@echo "make install    install for LUA=$(LUA) under DESTDIR=$(DESTDIR) PREFIX=$(PREFIX)"
 
 deps:
 	@sh .ci/deps
@@ -115,6 +120,15 @@ rock-install:
 	mkdir -p "$(INST_LIBDIR)/duplex" "$(INST_LUADIR)/duplex"
 	cp build/rock/duplex/core.so "$(INST_LIBDIR)/duplex/core.so"
 	cp lua/duplex/*.lua "$(INST_LUADIR)/duplex/"
+	$(if $(wildcard bin/*),mkdir -p "$(INST_BINDIR)" && cp $(wildcard bin/*) "$(INST_BINDIR)/")
+
+# Lua modules in share/lua/V/duplex, the core in lib/lua/V/duplex, and the
+# commands in bin/ (when the checkout has any)
+install: $(BUILD)/duplex/core.so
+	install -d "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/duplex" "$(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/duplex"
+	install -m 644 lua/duplex/*.lua "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/duplex/"
+	install -m 755 $(BUILD)/duplex/core.so "$(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/duplex/core.so"
+	$(if $(wildcard bin/*),install -d "$(DESTDIR)$(PREFIX)/bin" && install -m 755 $(wildcard bin/*) "$(DESTDIR)$(PREFIX)/bin/")
 
 format:
 	clang-format -i csrc/*/*.c csrc/*/*.h

@@ -6,6 +6,14 @@
 -- Every connection subscribes to one topic. A publish is framed once and
 -- queued for every subscriber without waiting; a client that falls 64 KiB
 -- behind misses messages (max_backlog) until it catches up.
+-- From a checkout after `make`: without an installed duplex, find lua/ and
+-- the built core (build/<lua>/, then duplex/core.so) next to examples/.
+if not pcall(require, "duplex") then
+  local root = ((arg and arg[0] or ""):match("^(.*[/\\])") or "./") .. "../"
+  local lua = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
+  package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
+  package.cpath = root .. "build/" .. lua .. "/?.so;" .. root .. "?.so;" .. package.cpath
+end
 local duplex = require "duplex"
 
 local port = tonumber(arg and arg[1]) or 8080

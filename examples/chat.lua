@@ -14,6 +14,14 @@
 -- The file can also be loaded as a module by passing it a table, which is
 -- how the specs reuse it:  local chat = loadfile("examples/chat.lua")({})
 -- returns { handler = fn(ws), http = fn(req), start = fn(opts), clients = set }.
+-- From a checkout after `make`: without an installed duplex, find lua/ and
+-- the built core (build/<lua>/, then duplex/core.so) next to examples/.
+if not pcall(require, "duplex") then
+  local root = ((arg and arg[0] or ""):match("^(.*[/\\])") or "./") .. "../"
+  local lua = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
+  package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
+  package.cpath = root .. "build/" .. lua .. "/?.so;" .. root .. "?.so;" .. package.cpath
+end
 local duplex = require "duplex"
 
 local as_module = type((...)) == "table"

@@ -1,41 +1,47 @@
--- A line-based client: prints every message that arrives, sends each line
--- typed on stdin as a text message. End with Ctrl-D (closes with 1000).
---   lua examples/client.lua ws://127.0.0.1:8080/
+-- A line-based client on duplex alone: sends each line of stdin (or each
+-- message given after the URL) as a text message and prints every message
+-- that arrives; at the end of its input it waits briefly for the replies,
+-- then closes with 1000.
+--   lua examples/client.lua ws://127.0.0.1:8080/            (lines from stdin)
+--   lua examples/client.lua ws://127.0.0.1:8080/ hello bye  (these messages)
 --
--- Reading stdin. duplex runs every connection in one thread on an event
--- loop, and has no stdin API. A plain io.read() would block the whole
--- process, so no message could arrive (or be answered with a pong) while we
--- wait for the user to type. Instead a coroutine asks LuaSocket's
--- socket.select whether fd 0 is readable, with a zero timeout, every 20 ms,
--- sleeping with duplex.sleep in between (which lets the loop run), and calls
--- io.read only when a line is there. stdin is made unbuffered so that stdio
--- never pulls a second line into its own buffer, where select cannot see it.
-local duplex = require "duplex"
-
-local ok, socket = pcall(require, "socket")
-if not ok then
-  io.stderr:write("examples/client.lua needs LuaSocket (luarocks install luasocket) to poll stdin\n")
-  os.exit(2)
+-- Reading stdin: duplex has no stdin API, and io.read blocks the whole
+-- process while it waits. So this client reads a line, sends it, and then
+-- lets the loop run for a moment (duplex.sleep) so that replies are printed
+-- and pings answered before it reads the next one. That is right for pipes
+-- and files; typed at a terminal, messages that arrive while you type show
+-- up after your next line. For a live terminal client use bin/duplex connect.
+-- From a checkout after `make`: without an installed duplex, find lua/ and
+-- the built core (build/<lua>/, then duplex/core.so) next to examples/.
+if not pcall(require, "duplex") then
+  local root = ((arg and arg[0] or ""):match("^(.*[/\\])") or "./") .. "../"
+  local lua = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
+  package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
+  package.cpath = root .. "build/" .. lua .. "/?.so;" .. root .. "?.so;" .. package.cpath
 end
+local duplex = require "duplex"
 
 local url = arg and arg[1]
 if not url then
-  io.stderr:write("usage: lua examples/client.lua ws://host:port/path\n")
+  io.stderr:write("usage: lua examples/client.lua ws://host:port/path [message ...]\n")
   os.exit(2)
 end
 
--- socket.select accepts any object with getfd (and dirty) methods.
-local stdin = {
-  getfd = function() return 0 end,
-  dirty = function() return false end,
-}
-io.stdin:setvbuf("no")
+local settle = 0.25 -- seconds given to the last replies
 
-local function stdin_ready()
-  local readable = socket.select({ stdin }, nil, 0)
-  return readable[1] ~= nil
+-- The messages to send: the arguments after the URL, else the lines of stdin.
+local function lines()
+  if #arg >= 2 then
+    local i = 1
+    return function()
+      i = i + 1
+      return arg[i]
+    end
+  end
+  return io.lines()
 end
 
+local ok = true
 duplex.run(function()
   local ws, err = duplex.connect(url)
   if not ws then
@@ -45,7 +51,6 @@ duplex.run(function()
   io.stderr:write("connected to ", url, (ws.protocol and " (" .. ws.protocol .. ")" or ""), "\n")
 
   local done = false
-
   -- Incoming messages. A while loop, not `for ... in ws:messages()`, so that
   -- it runs on PUC Lua 5.1 too.
   duplex.spawn(function()
@@ -62,32 +67,25 @@ duplex.run(function()
     if not done then
       io.stderr:write(("connection closed by the server: %s %s\n"):format(
         tostring(ws.close_code), ws.close_reason or ""))
+      ok = false
     end
-    done = true
-    duplex.stop()
   end)
 
-  -- Outgoing lines.
-  while not done do
-    if stdin_ready() then
-      local line = io.read("*l")
-      if not line then
-        -- End of input: say goodbye. A server may answer our close frame
-        -- before it answers the last lines (the RFC allows it), so give
-        -- replies in flight a moment first. The receiving coroutine prints
-        -- what arrives before the server's close frame, then stops the loop.
-        duplex.sleep(0.25)
-        done = true
-        ws:close(1000, "bye")
-        return
-      end
-      local sent, serr = ws:send(line)
-      if not sent then
-        io.stderr:write("send failed: ", tostring(serr), "\n")
-        break
-      end
-    else
-      duplex.sleep(0.02)
+  -- io.lines' iterator is a C function that does not yield: waiting in the
+  -- body of this loop is fine on every Lua.
+  for line in lines() do
+    local sent, serr = ws:send(line)
+    if not sent then
+      io.stderr:write("send failed: ", tostring(serr), "\n")
+      ok = false
+      break
     end
+    duplex.sleep(0) -- let the loop run: replies print, pings get answered
   end
+  -- A server may answer our close frame before the last replies (the RFC
+  -- allows it), so give replies in flight a moment first.
+  duplex.sleep(settle)
+  done = true
+  ws:close(1000, "bye")
 end)
+os.exit(ok and 0 or 1)

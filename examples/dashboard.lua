@@ -7,6 +7,14 @@
 -- The tick is framed once for all viewers and never waits for a slow one: a
 -- viewer that falls 16 KiB behind (a stalled tab) misses ticks until it
 -- catches up (max_backlog), and ws.dropped counts them.
+-- From a checkout after `make`: without an installed duplex, find lua/ and
+-- the built core (build/<lua>/, then duplex/core.so) next to examples/.
+if not pcall(require, "duplex") then
+  local root = ((arg and arg[0] or ""):match("^(.*[/\\])") or "./") .. "../"
+  local lua = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
+  package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
+  package.cpath = root .. "build/" .. lua .. "/?.so;" .. root .. "?.so;" .. package.cpath
+end
 local duplex = require "duplex"
 
 local TOPIC = "dashboard"

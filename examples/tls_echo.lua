@@ -4,6 +4,14 @@
 -- 127.0.0.1 in a temp dir with the `openssl` command, and prints its path:
 -- a client trusts it with { tls = { ca = "that/cert.pem" } } (or, for a
 -- quick try only, skips verification with { tls = { verify = false } }).
+-- From a checkout after `make`: without an installed duplex, find lua/ and
+-- the built core (build/<lua>/, then duplex/core.so) next to examples/.
+if not pcall(require, "duplex") then
+  local root = ((arg and arg[0] or ""):match("^(.*[/\\])") or "./") .. "../"
+  local lua = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
+  package.path = root .. "lua/?.lua;" .. root .. "lua/?/init.lua;" .. package.path
+  package.cpath = root .. "build/" .. lua .. "/?.so;" .. root .. "?.so;" .. package.cpath
+end
 local duplex = require "duplex"
 
 local args = arg or {}

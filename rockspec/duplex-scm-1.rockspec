@@ -1,14 +1,20 @@
 rockspec_format = "3.0"
 package = "duplex"
 version = "scm-1"
-source = { url = "git+https://example.invalid/duplex.git" }
+-- a release rockspec (duplex-X.Y.Z-1) names its tag instead: tag = "vX.Y.Z"
+source = {
+  url = "git+https://github.com/duplex-lua/duplex.git",
+  branch = "main",
+}
 description = {
   summary = "WebSockets (RFC 6455) for Lua with a C core on libuv",
   detailed = [[
 A WebSocket server and client for Lua 5.1-5.4 and LuaJIT: a C core on libuv
 and OpenSSL implements the handshake, framing and event loop; a small Lua
 layer gives a coroutine API.]],
+  homepage = "https://github.com/duplex-lua/duplex",
   license = "MIT",
+  labels = { "websocket", "networking", "libuv" },
 }
 dependencies = { "lua >= 5.1, < 5.5" }
 external_dependencies = {
@@ -18,6 +24,9 @@ external_dependencies = {
 }
 -- The Makefile holds the one source list (every .c file under csrc/protocol,
 -- csrc/transport and csrc/binding); LuaRocks passes its flags and folders.
+-- Objects and the module go to build/rock/ (ignored by git), so a build
+-- leaves the checkout as it was; rock-install copies bin/* (the duplex
+-- command) into the rock's bin folder, which LuaRocks wraps for the tree.
 build = {
   type = "make",
   build_target = "rock-build",
@@ -30,5 +39,6 @@ build = {
   install_variables = {
     INST_LIBDIR = "$(LIBDIR)",
     INST_LUADIR = "$(LUADIR)",
+    INST_BINDIR = "$(BINDIR)",
   },
 }

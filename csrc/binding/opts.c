@@ -12,7 +12,8 @@
 /* Reads an optional number of seconds from opts into milliseconds. */
 /* The number at the top of the stack, or an error naming the option. */
 static lua_Number opt_number(lua_State *L, const char *name) {
-  if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "option '%s' must be a number", name);
+  if (lua_type(L, -1) != LUA_TNUMBER)
+    luaL_error(L, "option '%s' must be a number (got %s)", name, luaL_typename(L, -1));
   return lua_tonumber(L, -1);
 }
 

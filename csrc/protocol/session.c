@@ -390,6 +390,9 @@ static session_head_result check_upgrade(session *s, const hs_head *h) {
 
 session_head_result session_client_head(session *s, const char *data, size_t n) {
   hs_head h;
+  /* a TLS record (an alert or a handshake) where the status line should be */
+  if (!s->head.len && n && (data[0] == 0x15 || data[0] == 0x16))
+    return fail(s, "the server answered in TLS, not HTTP (a wss:// server? use wss://)");
   int len = read_head(s, data, n, &h);
   if (len == 0) return SESSION_HEAD_MORE;
   if (len == -2) return fail(s, "response head too large");

@@ -212,6 +212,22 @@ static void test_failures(void) {
   CHECK_EQ(cl.s.http_status, 404);
   CHECK_STR(cl.s.error, "server refused the upgrade");
   teardown(&cl);
+
+  /* a TLS record (an alert, a ServerHello) for an answer names wss:// */
+  static const char *const records[] = {"\x15\x03\x03\x00\x02\x02\x46", "\x16\x03\x03"};
+  for (size_t i = 0; i < 2; i++) {
+    setup(&cl, 0);
+    CHECK(session_client_request(&cl.s, &r) == NULL);
+    CHECK_EQ(session_client_head(&cl.s, records[i], strlen(records[i])), SESSION_HEAD_FAILED);
+    CHECK_STR(cl.s.error, "the server answered in TLS, not HTTP (a wss:// server? use wss://)");
+    teardown(&cl);
+  }
+  /* past the first byte those values are only bytes of a head */
+  setup(&cl, 0);
+  CHECK(session_client_request(&cl.s, &r) == NULL);
+  CHECK_EQ(session_client_head(&cl.s, "HTTP/1.1 ", 9), SESSION_HEAD_MORE);
+  CHECK_EQ(session_client_head(&cl.s, "\x16", 1), SESSION_HEAD_MORE);
+  teardown(&cl);
 }
 
 /* With has_accept a valid upgrade waits for the application: nothing is

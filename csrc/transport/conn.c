@@ -89,6 +89,7 @@ struct conn {
   unsigned want_write : 1;     /* a sender waits for the queue to drain */
   unsigned tls_ready : 1;      /* the TLS handshake is done */
   unsigned tls_closing : 1;    /* close_notify queued */
+  unsigned tls_heard : 1;      /* the first bytes of TLS input came */
   tls *tls;                    /* NULL for plain TCP */
   loop_task tls_wait;          /* queued while its TLS handshake waits for budget */
   outq q;                      /* frames queued (plaintext), the front maybe in flight */
@@ -540,9 +541,34 @@ static void tls_decrypt(conn *c) {
     mark_dirty(c); /* TLS may have records of its own, or queued output may go now */
 }
 
+/* Plain HTTP on a TLS port (a ws:// URL for a wss:// server): OpenSSL would
+ * hang up without a word, so a plain HTTP answer tells the client what to
+ * use. Only the first bytes are looked at: a TLS stream starts with a
+ * record type (0x14-0x17), never a letter. 1 when c was answered so. */
+static int tls_refuse_plain(conn *c, const char *data, size_t n) {
+  static const char answer[] = "HTTP/1.1 400 This port speaks TLS: use wss://\r\n"
+                               "Content-Type: text/plain\r\n"
+                               "Content-Length: 33\r\n"
+                               "Connection: close\r\n\r\n"
+                               "This port speaks TLS: use wss://\n";
+  if (!c->is_server || n < 4 || memcmp(data, "GET ", 4) != 0) return 0;
+  if (buf_append(&c->cipher, answer, sizeof answer - 1)) {
+    conn_abort(c, "out of memory");
+    return 1;
+  }
+  session_note_error(&c->s, "plain HTTP on a TLS port");
+  mark_dirty(c);
+  begin_teardown(c);
+  return 1;
+}
+
 /* Ciphertext from the peer, read by OpenSSL in place: all of it is consumed
  * (or set aside) before this returns, since the read buffer is the loop's. */
 static void tls_input(conn *c, char *data, size_t n) {
+  if (n && !c->tls_heard) {
+    if (tls_refuse_plain(c, data, n)) return;
+    c->tls_heard = 1;
+  }
   tls_feed(c->tls, data, n);
   if (c->tls_ready || tls_step(c) == 1) tls_decrypt(c);
   if (tls_end_input(c->tls) && !c->tcp_closing) conn_abort(c, "out of memory");

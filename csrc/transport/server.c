@@ -202,6 +202,13 @@ server *server_start(loop *l, const char *host, int port, const server_opts *o, 
                      size_t errsize) {
   int rc = 0;
   server *s = server_listen(l, host, port, o, &rc);
-  if (!s) snprintf(err, errsize, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
+  unsigned char ip[16];
+  /* names are not resolved: say so rather than libuv's "invalid argument" */
+  int literal = uv_inet_pton(AF_INET, host, ip) == 0 || uv_inet_pton(AF_INET6, host, ip) == 0;
+  if (!s && !literal)
+    snprintf(err, errsize,
+             "host must be an IP address such as \"127.0.0.1\" or \"::1\" (got \"%s\")", host);
+  else if (!s)
+    snprintf(err, errsize, "cannot listen on %s:%d: %s", host, port, uv_strerror(rc));
   return s;
 }

@@ -1,5 +1,6 @@
 #include "transport/tls.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,21 @@ static void take_error(char *out, size_t len, const char *what) {
   ERR_clear_error();
   const char *r = e ? ERR_reason_error_string(e) : NULL;
   snprintf(out, len, "%s%s%s", what, r || e ? ": " : "", r ? r : reason);
+}
+
+/* A file OpenSSL is to load, named in the error: one that cannot be opened
+ * with the system's reason ("No such file or directory"), else OpenSSL's. */
+static void take_file_error(char *out, size_t len, const char *what, const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(out, len, "%s \"%s\": %s", what, path, strerror(errno));
+    ERR_clear_error();
+    return;
+  }
+  fclose(f);
+  char prefix[512];
+  snprintf(prefix, sizeof prefix, "%s \"%s\"", what, path);
+  take_error(out, len, prefix);
 }
 
 /* The session's BIO: OpenSSL reads the ciphertext where the transport read
@@ -198,11 +214,11 @@ static SSL_CTX *make_ctx(int is_server, const tls_config *cfg, char *err, size_t
                                "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
                                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
   if (cfg->cert && SSL_CTX_use_certificate_chain_file(ctx, cfg->cert) != 1) {
-    take_error(err, errlen, "cannot load the certificate");
+    take_file_error(err, errlen, "cannot load the certificate", cfg->cert);
     goto fail;
   }
   if (cfg->key && SSL_CTX_use_PrivateKey_file(ctx, cfg->key, SSL_FILETYPE_PEM) != 1) {
-    take_error(err, errlen, "cannot load the private key");
+    take_file_error(err, errlen, "cannot load the private key", cfg->key);
     goto fail;
   }
   if (cfg->cert && cfg->key && SSL_CTX_check_private_key(ctx) != 1) {
@@ -211,7 +227,7 @@ static SSL_CTX *make_ctx(int is_server, const tls_config *cfg, char *err, size_t
   }
   if (cfg->ca) {
     if (SSL_CTX_load_verify_locations(ctx, cfg->ca, NULL) != 1) {
-      take_error(err, errlen, "cannot load the CA file");
+      take_file_error(err, errlen, "cannot load the CA file", cfg->ca);
       goto fail;
     }
   } else if (!is_server && cfg->verify && SSL_CTX_set_default_verify_paths(ctx) != 1) {

@@ -32,7 +32,15 @@ function M.on_work(fn)
   on_work = fn
 end
 
+-- PUC Lua 5.1 cannot yield inside a for iterator (ws:messages()) or a
+-- pcall, and no Lua can yield inside a C function (table.sort's comparator):
+-- the bare message does not say what to write instead.
+local YIELD_HINT = " (a coroutine cannot wait from inside a C function: on PUC Lua 5.1 that includes a" ..
+  " `for ... in ws:messages()` loop and pcall; write `while true do local msg, kind = ws:receive()" ..
+  " if not msg then break end ... end` instead)"
+
 local function report(co, err)
+  if type(err) == "string" and err:find("attempt to yield across", 1, true) then err = err .. YIELD_HINT end
   local handler = on_error[co]
   local trace = debug.traceback(co, tostring(err))
   if handler then

@@ -38,12 +38,18 @@ function M.parse(url)
   local authority, target = rest:match("^([^/?]*)(.*)$")
   if authority:find("@", 1, true) then return nil, "user information in a WebSocket URL is not supported" end
   local host, port
+  -- the host first, then whatever follows its ":" must be a port
+  local after
   if authority:sub(1, 1) == "[" then
-    host, port = authority:match("^%[([%x:.]+)%]:?(%d*)$")
+    host, after = authority:match("^%[([%x:.]+)%](.*)$")
   else
-    host, port = authority:match("^([^:]+):?(%d*)$")
+    host, after = authority:match("^([^:]*)(.*)$")
   end
   if not host or host == "" then return nil, "invalid host in URL: " .. url end
+  if after ~= "" then
+    port = after:match("^:(%d*)$")
+    if not port then return nil, "invalid port in URL: " .. url end
+  end
   local secure = scheme == "wss"
   local default = secure and 443 or 80
   port = tonumber(port) or default
