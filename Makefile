@@ -128,7 +128,10 @@ install: $(BUILD)/duplex/core.so
 	install -d "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/duplex" "$(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/duplex"
 	install -m 644 lua/duplex/*.lua "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/duplex/"
 	install -m 755 $(BUILD)/duplex/core.so "$(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/duplex/core.so"
-	$(if $(wildcard bin/*),install -d "$(DESTDIR)$(PREFIX)/bin" && install -m 755 $(wildcard bin/*) "$(DESTDIR)$(PREFIX)/bin/")
+	@# the commands run with the Lua they were installed for
+	$(if $(wildcard bin/*),install -d "$(DESTDIR)$(PREFIX)/bin" && for f in $(wildcard bin/*); do \
+	  sed '1s|^#!/usr/bin/env lua.*|#!/usr/bin/env $(LUA)|' "$$f" >"$(DESTDIR)$(PREFIX)/bin/$${f##*/}" && \
+	  chmod 755 "$(DESTDIR)$(PREFIX)/bin/$${f##*/}" || exit 1; done)
 
 format:
 	clang-format -i csrc/*/*.c csrc/*/*.h
