@@ -1,6 +1,6 @@
 # duplex: build, test, run. `make help` lists the targets.
 LUA ?= lua5.4
-LUAS ?= lua5.1 lua5.4 luajit
+LUAS ?= lua5.1 lua5.2 lua5.3 lua5.4 luajit
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 
