@@ -18,10 +18,9 @@ void session_free(session *s) {
   pmd_free(s->pmd);
   buf_free(&s->head);
   free(s->close_reason);
-  free(s->pong);
   free(s->protocol);
   free(s->offer);
-  s->pmd = NULL, s->close_reason = NULL, s->pong = NULL, s->protocol = NULL, s->offer = NULL;
+  s->pmd = NULL, s->close_reason = NULL, s->protocol = NULL, s->offer = NULL;
 }
 
 void session_note_error(session *s, const char *why) {
@@ -90,26 +89,6 @@ int session_send(session *s, int opcode, const void *data, size_t len) {
   int rc = queue_frame(s, opcode, FRAME_RSV1, (const uint8_t *)z->data, z->len);
   if (z->cap > 1u << 20) buf_free(z); /* keep a modest scratch buffer only */
   return rc;
-}
-
-/* A peer that pings and never reads must not fill our memory with pongs:
- * while the queue is full only the latest ping is kept, and answered once
- * it drains, as RFC 6455 5.5.3 allows. */
-static void answer_ping(session *s, const uint8_t *data, size_t len) {
-  if (!s->pong && s->hooks->room(s->ud)) {
-    queue_frame(s, FRAME_PONG, 0, data, len);
-    return;
-  }
-  if (!s->pong && !(s->pong = malloc(FRAME_MAX_CONTROL))) return; /* no memory: no pong */
-  if (len) memcpy(s->pong, data, len);
-  s->pong_len = (uint8_t)len;
-}
-
-void session_drained(session *s) {
-  if (!s->pong || !s->hooks->room(s->ud)) return;
-  if (session_live(s)) queue_frame(s, FRAME_PONG, 0, s->pong, s->pong_len);
-  free(s->pong);
-  s->pong = NULL;
 }
 
 /* The close handshake: close.h decides; the session records and queues
@@ -186,7 +165,7 @@ static void sink_message(void *ud, int opcode, const uint8_t *data, size_t len) 
 
 static void sink_ping(void *ud, const uint8_t *data, size_t len) {
   session *s = ud;
-  if (session_live(s)) answer_ping(s, data, len);
+  if (session_live(s)) queue_frame(s, FRAME_PONG, 0, data, len);
 }
 
 /* Unsolicited pongs are allowed and need nothing; keepalive sees them all. */

@@ -6,9 +6,9 @@
  * it, picks the subprotocol and the permessage-deflate parameters and queues
  * the 101 (or an error response); a client session queues the request and
  * checks the response head. Then it receives frames (proto.h, inflating as
- * they arrive), frames and compresses what is sent, answers pings (bounded:
- * see session_drained) and runs the close handshake (close.h), recording
- * the codes and reasons the application is told.
+ * they arrive), frames and compresses what is sent, answers pings (a pong is
+ * queued with control set: the transport bounds them, see session_hooks) and runs the close
+ * handshake (close.h), recording the codes and reasons the application is told.
  *
  * Everything it needs of its transport goes through session_hooks: queue
  * bytes, take a message, perform the I/O actions of a close step. It reads
@@ -33,8 +33,10 @@ typedef struct session_hooks {
   /* Queue a[0..an) then b[0..bn) for the peer, b XOR-masked with mask when
    * mask is not NULL: one frame, or a head. control is 1 for a pong, which
    * may go ahead of queued data frames (pings keep their place, so that
-   * their pong tells how far behind the peer reads). 0, or -1 when out of
-   * memory. */
+   * their pong tells how far behind the peer reads), and may take the place
+   * of a pong still waiting: a peer that pings and never reads must not
+   * fill memory, and the answer to its latest ping is enough (RFC 6455
+   * 5.5.3). 0, or -1 when out of memory. */
   int (*queue)(void *ud, const uint8_t *a, size_t an, const uint8_t *b, size_t bn,
                const uint8_t *mask, int control);
   /* A complete data message (FRAME_TEXT, valid UTF-8, or FRAME_BINARY),
@@ -44,9 +46,8 @@ typedef struct session_hooks {
   /* The I/O actions of a close step (SESSION_IO_ACTIONS bits, to perform
    * lowest first). */
   void (*act)(void *ud, unsigned actions);
-  int (*unread)(void *ud); /* messages wait unread by the application */
-  int (*room)(void *ud);   /* the write queue is below its high-water mark */
-  void (*pong)(void *ud);  /* a pong arrived (keepalive may rest) */
+  int (*unread)(void *ud);                         /* messages wait unread by the application */
+  void (*pong)(void *ud);                          /* a pong arrived (keepalive may rest) */
   int (*random)(void *ud, uint8_t *out, size_t n); /* 0, or -1 when none */
 } session_hooks;
 
@@ -104,8 +105,6 @@ typedef struct session {
   close_state close;
   unsigned opened : 1; /* the opening handshake succeeded */
   unsigned clean : 1;  /* both close frames went across */
-  uint8_t pong_len;
-  uint8_t *pong;       /* malloc'd: the latest ping, unanswered while the queue is full */
   unsigned close_code; /* what the application is told */
   unsigned fail_code;  /* the failure's code, until its close frame is queued */
   char *close_reason;  /* malloc'd, NUL-terminated, or NULL */
@@ -184,9 +183,6 @@ int session_send(session *s, int opcode, const void *data, size_t len);
 
 /* The application closes: code and reason checked, then the close frame. */
 int session_close(session *s, unsigned code, const char *reason, size_t len);
-
-/* The write queue went below its high-water mark: a held pong goes now. */
-void session_drained(session *s);
 
 /* Inside hooks->message only: the malloc'd block holding the message (its
  * data at the start), or NULL when the message lies in the caller's input. */

@@ -253,7 +253,6 @@ static void begin_teardown(conn *c) { session_event(&c->s, CLOSE_EV_END, 0, NULL
 /* Writing */
 
 static void after_drain(conn *c) {
-  session_drained(&c->s); /* a held pong may go now */
   if (c->want_write && buffered(c) < c->opts.high_water) {
     c->want_write = 0;
     wake(c);
@@ -748,13 +747,6 @@ static int hook_message(void *ud, int opcode, const uint8_t *data, size_t len) {
 
 static int hook_unread(void *ud) { return !inbox_empty(&((conn *)ud)->inbox); }
 
-/* Always room for a pong: it goes ahead of queued data, and past high
- * water it replaces the one still waiting (see hook_queue). */
-static int hook_room(void *ud) {
-  (void)ud;
-  return 1;
-}
-
 /* The pong keepalive waits for starts the next quiet interval at once,
  * rather than at the pong deadline. */
 static void hook_pong(void *ud) {
@@ -768,8 +760,8 @@ static int hook_random(void *ud, uint8_t *out, size_t n) {
   return loop_random(((conn *)ud)->loop, out, n);
 }
 
-static const session_hooks hooks = {hook_queue, hook_message, hook_act,   hook_unread,
-                                    hook_room,  hook_pong,    hook_random};
+static const session_hooks hooks = {hook_queue,  hook_message, hook_act,
+                                    hook_unread, hook_pong,    hook_random};
 
 /* Keepalive: a ping once the peer has been quiet for ping_interval; then
  * anything it sends within ping_timeout (the pong, or any other bytes), or
