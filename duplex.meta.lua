@@ -75,6 +75,36 @@
 ---@field origin? string the Origin header
 ---@field timeout? number seconds for connect plus handshake (default 10)
 ---@field tls? duplex.client_tls for wss://
+---@field proxy? string|false "http://[user:pass@]host:port"; false: never a proxy (default: the environment)
+---@field reconnect? boolean|duplex.reconnect stay connected: backoff with jitter, forever (true) or as set
+---@field on_open? fun(ws: duplex.ws, info: duplex.open_info) reconnect: on every connection, before the offline queue
+---@field on_close? fun(ws: duplex.ws, info: duplex.close_info) reconnect: when a connection has ended
+---@field queue? integer reconnect: messages send queues while offline (default 256; 0: none)
+---@field should_retry? fun(err: string, code?: integer, reason?: string): boolean? reconnect: true retries, false stops, nil: the default rule
+
+---@class duplex.reconnect
+---@field min? number first backoff bound in seconds (default 0.5)
+---@field max? number largest backoff bound (default 30)
+---@field factor? number the bound grows by this after each failure (default 2)
+---@field jitter? boolean full jitter: each delay uniform in 0..bound (default true)
+---@field attempts? number tries in a row before giving up (default math.huge)
+---@field min_uptime? number seconds up after which the backoff starts afresh (default 5)
+
+---@class duplex.open_info
+---@field attempt integer the try that opened this connection (1: the first)
+---@field reconnects integer connections opened before this one, less one (0 on the first)
+---@field downtime number seconds since the last connection ended (0 on the first)
+---@field last_error? string why the last try or connection failed
+---@field last_code? integer its HTTP status or close code
+
+---@class duplex.close_info
+---@field code integer the close code (1006 without a close frame)
+---@field reason string
+---@field clean boolean both close frames went across
+---@field error string why it ended
+---@field uptime number seconds it was open
+---@field retry boolean another try follows
+---@field delay? number seconds until it
 
 ---@class duplex.ws
 ---@field protocol? string the negotiated subprotocol
@@ -84,7 +114,9 @@
 ---@field url? string client only: the URL given to connect
 ---@field peer_cert? string over TLS: the subject of the peer's certificate
 ---@field remote string the peer's address, "127.0.0.1:50312"
----@field state "open"|"closing"|"closed"
+---@field state "open"|"closing"|"closed"|"connecting"|"reconnecting" (the last two: reconnecting clients)
+---@field reconnects? integer reconnecting clients: connections opened after the first
+---@field queued? integer reconnecting clients: messages waiting for the next connection
 ---@field close_code? integer once closed
 ---@field close_reason? string once closed
 ---@field close_clean? boolean both close frames went across
@@ -184,12 +216,12 @@ local duplex = {}
 ---@return string? err
 function duplex.serve(opts, handler) end
 
----Opens a client connection to a ws:// or wss:// URL.
----@param url string
+---Opens a client connection to a ws:// or wss:// URL; with opts.reconnect, one that stays connected.
+---@param url string|fun(): string a function (reconnect only) is called before each try
 ---@param opts? duplex.connect_opts
 ---@return duplex.ws? ws
 ---@return string? err
----@return duplex.response? response when the server refused the upgrade
+---@return duplex.response? response when the server (or the proxy) refused
 function duplex.connect(url, opts) end
 
 ---Runs fn(...) as a coroutine (if given), then the loop until nothing is left or stop().

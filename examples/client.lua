@@ -1,16 +1,15 @@
 -- A line-based client on duplex alone: sends each line of stdin (or each
 -- message given after the URL) as a text message and prints every message
--- that arrives; at the end of its input it waits briefly for the replies,
--- then closes with 1000.
+-- that arrives. It stays connected: when the server goes away it tries
+-- again with backoff, and lines read meanwhile are queued and sent once it
+-- is back. At the end of its input it waits briefly for the replies, then
+-- closes with 1000.
 --   lua examples/client.lua ws://127.0.0.1:8080/            (lines from stdin)
 --   lua examples/client.lua ws://127.0.0.1:8080/ hello bye  (these messages)
 --
--- Reading stdin: duplex has no stdin API, and io.read blocks the whole
--- process while it waits. So this client reads a line, sends it, and then
--- lets the loop run for a moment (duplex.sleep) so that replies are printed
--- and pings answered before it reads the next one. That is right for pipes
--- and files; typed at a terminal, messages that arrive while you type show
--- up after your next line. For a live terminal client use bin/duplex connect.
+-- stdin and stdout go through the loop (duplex.stdio): reading a line
+-- waits in this coroutine only, so replies print and pings are answered
+-- while you type, at a terminal or from a pipe alike.
 -- From a checkout after `make`: without an installed duplex, find lua/ and
 -- the built core (build/<lua>/, then duplex/core.so) next to examples/.
 if not pcall(require, "duplex") then
@@ -20,6 +19,7 @@ if not pcall(require, "duplex") then
   package.cpath = root .. "build/" .. lua .. "/?.so;" .. root .. "?.so;" .. package.cpath
 end
 local duplex = require "duplex"
+local stdio = require "duplex.stdio"
 
 local url = arg and arg[1]
 if not url then
@@ -28,6 +28,11 @@ if not url then
 end
 
 local settle = 0.25 -- seconds given to the last replies
+
+local function note(...)
+  io.stderr:write(...)
+  io.stderr:write("\n")
+end
 
 -- The messages to send: the arguments after the URL, else the lines of stdin.
 local function lines()
@@ -38,54 +43,76 @@ local function lines()
       return arg[i]
     end
   end
-  return io.lines()
+  return stdio.read_line
 end
 
 local ok = true
 duplex.run(function()
-  local ws, err = duplex.connect(url)
+  local ws, err = duplex.connect(url, {
+    reconnect = { max = 10 },
+    on_open = function(w, info)
+      if info.reconnects == 0 then
+        note("connected to ", url, w.protocol and " (" .. w.protocol .. ")" or "")
+      else
+        note(("reconnected to %s after %.1f s"):format(url, info.downtime))
+      end
+    end,
+    on_close = function(_, info)
+      if info.retry then
+        note(("connection lost (%s %s): trying again in %.1f s"):format(tostring(info.code), info.error, info.delay))
+      end
+    end,
+    should_retry = function(e, code)
+      -- told of every failure (a close code >= 1000 after a connection)
+      if not code or code < 1000 then note("cannot connect: ", e) end
+      return nil -- the default rules decide
+    end,
+  })
   if not ws then
-    io.stderr:write("cannot connect to ", url, ": ", tostring(err), "\n")
+    note("cannot connect to ", url, ": ", tostring(err))
     os.exit(1)
   end
-  io.stderr:write("connected to ", url, (ws.protocol and " (" .. ws.protocol .. ")" or ""), "\n")
 
   local done = false
-  -- Incoming messages. A while loop, not `for ... in ws:messages()`, so that
-  -- it runs on PUC Lua 5.1 too.
+  -- Incoming messages, across reconnections. A while loop, not `for ... in
+  -- ws:messages()`, so that it runs on PUC Lua 5.1 too.
   duplex.spawn(function()
     while true do
-      local msg, kind = ws:receive()
-      if not msg then break end
-      if kind == "binary" then
-        io.write(("<binary message, %d bytes>\n"):format(#msg))
-      else
-        io.write(msg, "\n")
+      local msg, kind, code, reason, last_error = ws:receive()
+      if not msg then
+        if not done then
+          note(("gave up: %s %s %s"):format(tostring(code), reason or "", last_error or ""))
+          ok = false
+        end
+        break
       end
-      io.flush()
-    end
-    if not done then
-      io.stderr:write(("connection closed by the server: %s %s\n"):format(
-        tostring(ws.close_code), ws.close_reason or ""))
-      ok = false
+      if kind == "binary" then
+        stdio.write(("<binary message, %d bytes>\n"):format(#msg))
+      else
+        stdio.write(msg, "\n")
+      end
     end
   end)
 
-  -- io.lines' iterator is a C function that does not yield: waiting in the
-  -- body of this loop is fine on every Lua.
-  for line in lines() do
+  -- While the server is away, send queues (up to 256 messages). A while
+  -- loop: PUC Lua 5.1 cannot wait inside a for iterator.
+  local next_line = lines()
+  while true do
+    local line = next_line()
+    if not line then break end
     local sent, serr = ws:send(line)
     if not sent then
-      io.stderr:write("send failed: ", tostring(serr), "\n")
+      note("send failed: ", tostring(serr))
       ok = false
       break
     end
-    duplex.sleep(0) -- let the loop run: replies print, pings get answered
   end
   -- A server may answer our close frame before the last replies (the RFC
   -- allows it), so give replies in flight a moment first.
   duplex.sleep(settle)
   done = true
   ws:close(1000, "bye")
+  stdio.flush()
+  stdio.close()
 end)
 os.exit(ok and 0 or 1)

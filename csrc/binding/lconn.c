@@ -6,6 +6,7 @@
 
 typedef struct lconn {
   conn *c;
+  int dialed; /* from dial_open (dial_proxy_head may be asked) */
 } lconn;
 
 conn *lconn_check(lua_State *L, int i) {
@@ -24,6 +25,7 @@ static conn_info *describe(lua_State *L, unsigned what, conn_info *i) {
 static lconn *push_lconn(lua_State *L, conn *c) {
   lconn *u = lua_newuserdata(L, sizeof *u);
   u->c = c;
+  u->dialed = 0;
   luaL_getmetatable(L, CONN_MT);
   lua_setmetatable(L, -2);
   return u;
@@ -41,7 +43,8 @@ static void read_dial_tls(lua_State *L, dial_request *r) {
   if (lua_istable(L, -1)) opts_tls(L, lua_gettop(L), &r->tls, 1);
 }
 
-/* dial(host, port, target, host_header, opts, secure) */
+/* dial(host, port, target, host_header, opts, secure [, proxy_host, proxy_port
+ * [, proxy_auth]]) */
 int lconn_dial(lua_State *L) {
   dial_request r = {0};
   r.host = luaL_checkstring(L, 1);
@@ -64,7 +67,11 @@ int lconn_dial(lua_State *L) {
   lua_getfield(L, 5, "origin");
   if (!lua_isnil(L, -1)) r.origin = luaL_checkstring(L, -1);
   read_dial_tls(L, &r);
+  r.proxy_host = luaL_optstring(L, 7, NULL);
+  if (r.proxy_host) r.proxy_port = luaL_checkstring(L, 8);
+  r.proxy_auth = luaL_optstring(L, 9, NULL);
   lconn *u = push_lconn(L, NULL); /* first: raising later would leak the conn */
+  u->dialed = 1;
   char err[1024];
   u->c = dial_open(binding_loop(L), &r, &o, err, sizeof err);
   if (!u->c) return binding_error(L, err);
@@ -269,6 +276,19 @@ static int l_conn_head(lua_State *L) {
   return 3;
 }
 
+/* A proxy's refusal of a dial: status, reason, headers; nothing otherwise. */
+static int l_conn_proxy_head(lua_State *L) {
+  lconn *u = luaL_checkudata(L, 1, CONN_MT);
+  size_t len;
+  const char *bytes = u->dialed ? dial_proxy_head(check_conn(L), &len) : NULL;
+  hs_head h;
+  if (!bytes || hs_parse_response(bytes, len, &h) <= 0) return 0;
+  lua_pushinteger(L, h.status);
+  lua_pushlstring(L, h.reason, h.reason_len);
+  push_headers(L, &h);
+  return 3;
+}
+
 /* respond(status, headers, body): answers a plain HTTP request. */
 static int l_conn_respond(lua_State *L) {
   conn *c = check_conn(L);
@@ -314,6 +334,7 @@ const luaL_Reg lconn_methods[] = {{"info", l_conn_info},
                                   {"protocol", l_conn_protocol},
                                   {"remote", l_conn_remote},
                                   {"head", l_conn_head},
+                                  {"proxy_head", l_conn_proxy_head},
                                   {"respond", l_conn_respond},
                                   {"accept", l_conn_accept},
                                   {"buffered", l_conn_buffered},

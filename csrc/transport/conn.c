@@ -863,6 +863,10 @@ void conn_connected(conn *c) {
   start_reading(c);
 }
 
+void conn_feed(conn *c, char *data, size_t n) {
+  if (n && !c->tcp_closing) c->io->input(c, data, n);
+}
+
 static void on_retry_closed(uv_handle_t *h) {
   conn *c = h->data;
   if (c->tcp_closing) { /* aborted while closing for a retry */

@@ -101,6 +101,10 @@ void conn_start_dial(conn *c);
 /* Client: TCP is connected: the request (or the TLS hello) goes out. */
 void conn_connected(conn *c);
 
+/* Client: bytes the owner read from the socket before the conn reads for
+ * itself (what followed a proxy's answer), handled as if just read. */
+void conn_feed(conn *c, char *data, size_t n);
+
 /* Client: closes the TCP handle for another address; role->on_retry runs
  * with a fresh one (unless c was aborted meanwhile). */
 void conn_retry(conn *c);

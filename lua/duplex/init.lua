@@ -4,6 +4,8 @@ local scheduler = require "duplex.scheduler"
 local WS = require "duplex.ws"
 local url = require "duplex.url"
 local options = require "duplex.options"
+local proxy = require "duplex.proxy"
+local reconnect = require "duplex.reconnect"
 
 local type, error, tostring, select, setmetatable, pairs, rawget, pcall =
   type, error, tostring, select, setmetatable, pairs, rawget, pcall
@@ -145,13 +147,8 @@ end
 
 -- Client ------------------------------------------------------------------
 
-function duplex.connect(target, opts)
-  if type(target) ~= "string" then error("bad argument #1 to 'connect' (URL string expected, got " .. type(target) .. ")", 2) end
-  opts = check_opts(opts, "connect")
-  local u, err = url.parse(target)
-  if not u then return nil, err end
-  local c, derr = core_call(core.dial, u.host, tostring(u.port), u.target, u.host_header, opts, u.secure)
-  if not c then return nil, derr end
+-- Waits for a dial to open: the ws, or nil, err [, response].
+local function await_open(c, u, target, opts)
   local id = c:info()
   while true do
     local _, state, opened = c:info()
@@ -164,6 +161,8 @@ function duplex.connect(target, opts)
         return nil, "server refused the upgrade: HTTP " .. response.status ..
           (reason and reason ~= "" and " " .. reason or ""), response
       end
+      local pstatus, preason, pheaders = c:proxy_head()
+      if pstatus then return nil, why, { status = pstatus, reason = preason, headers = pheaders } end
       return nil, why
     end
     wait(id)
@@ -179,6 +178,38 @@ function duplex.connect(target, opts)
       headers = sent },
     response = { status = status, reason = reason, headers = headers or {} },
   })
+end
+
+-- One dial of target (a string): the ws, or nil, err [, response]. A bad
+-- option value that the core raises comes back as nil, message, nil, true
+-- for the caller to raise at its caller's line. watcher, if given, gets the
+-- dialing connection as watcher._dialing (a reconnecting client aborts it
+-- on close).
+local function dial(target, opts, watcher)
+  local u, err = url.parse(target)
+  if not u then return nil, err end
+  local p, perr = proxy.for_url(u, opts.proxy)
+  if perr then return nil, perr end
+  local ok, c, derr = pcall(core.dial, u.host, tostring(u.port), u.target, u.host_header, opts, u.secure,
+    p and p.host, p and tostring(p.port), p and p.auth)
+  if not ok then return nil, c, nil, true end
+  if not c then return nil, derr end
+  if watcher then watcher._dialing = c end
+  return await_open(c, u, target, opts)
+end
+
+function duplex.connect(target, opts)
+  if opts ~= nil and type(opts) == "table" and opts.reconnect then
+    opts = check_opts(opts, "connect")
+    return reconnect.connect(dial, target, opts)
+  end
+  if type(target) ~= "string" then error("bad argument #1 to 'connect' (URL string expected, got " .. type(target) .. ")", 2) end
+  opts = check_opts(opts, "connect")
+  local only = reconnect.only_option(opts)
+  if only then error("option '" .. only .. "' needs the option 'reconnect'", 2) end
+  local ws, err, response, raised = dial(target, opts)
+  if raised then error(err, 2) end
+  return ws, err, response
 end
 
 -- Topics ----------------------------------------------------------------------

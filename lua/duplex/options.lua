@@ -33,8 +33,18 @@ M.serve = conn_options({
   max_backlog = "number", on_backlog = "on_backlog",
 })
 
+-- reconnect = true, or a table of these
+local reconnect = {
+  min = "number", max = "number", factor = "number", jitter = "boolean", attempts = "number",
+  min_uptime = "number",
+}
+
 M.connect = conn_options({
   protocols = "any", headers = "any", origin = "string", timeout = "number", tls = client_tls,
+  proxy = "proxy",
+  -- the reconnecting client (lua/duplex/reconnect.lua)
+  reconnect = reconnect, on_open = "function", on_close = "function", queue = "number",
+  should_retry = "function",
 })
 
 M.server_tls = server_tls
@@ -97,6 +107,10 @@ local function check_value(kind, v, full)
       end
     end
     return nil
+  end
+  if kind == "proxy" then
+    if v == false or type(v) == "string" then return nil end
+    return "option '" .. full .. "' must be a proxy URL string or false"
   end
   if kind == "on_backlog" then
     if v == "drop" or v == "close" then return nil end

@@ -292,6 +292,10 @@ local function wake(id)
   end
 end
 
+-- Wakes the coroutines waiting on id (an id of core.new_id that Lua code
+-- owns, such as a reconnecting client's): they run in this step.
+M.wake = wake
+
 local function run_queue()
   while runq_head <= runq_tail do
     local co = runq[runq_head]
