@@ -8,6 +8,7 @@
 #
 #   bash bench/cost.sh                 # LuaJIT and Lua 5.4, 16-byte echo
 #   LUAS=luajit SIZE=64 CONNS=50 INFLIGHT=8 SECONDS_ON=4 bash bench/cost.sh
+#   TOP=25 bash bench/cost.sh          # and the 25 costliest functions (0: none)
 set -u
 cd "$(dirname "$0")/.." || exit 1
 LUAS=${LUAS:-"luajit lua5.4"}
@@ -16,6 +17,7 @@ CONNS=${CONNS:-50}
 INFLIGHT=${INFLIGHT:-8}
 SECONDS_ON=${SECONDS_ON:-4}
 PORT=${PORT:-19700}
+TOP=${TOP:-12}
 command -v valgrind >/dev/null || { echo "cost.sh: needs valgrind (apt-get install valgrind)"; exit 1; }
 make -s -C bench loadgen || exit 1
 work=$(mktemp -d)
@@ -81,6 +83,13 @@ run_one() { # LUA
       "$(awk -v a="${by[$l]:-0}" -v t="$total" 'BEGIN { print t ? 100 * a / t : 0 }')"
   done
   printf '| %-10s | %12d | %5.1f%% |\n' total $((total / msgs)) 100
+  [ "$TOP" -gt 0 ] || return 0
+  echo
+  echo "$lua: the $TOP costliest functions (own instructions per message)"
+  sort -rn "$work/funcs" | head -n "$TOP" | while read -r n f; do
+    printf '  %7.1f  %-9s %s\n' "$(awk -v a="$n" -v m="$msgs" 'BEGIN { print a / m }')" \
+      "$(layer_of "$f")" "$(echo "$f" | cut -c1-90)"
+  done
 }
 
 for lua in $LUAS; do run_one "$lua"; done

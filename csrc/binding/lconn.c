@@ -8,8 +8,17 @@ typedef struct lconn {
   conn *c;
 } lconn;
 
+/* The metatable compared with the method's upvalue is what luaL_checkudata
+ * compares with the registry's entry; anything else (or a call from a
+ * function without that upvalue) takes luaL_checkudata and its error. */
 conn *lconn_check(lua_State *L, int i) {
-  lconn *u = luaL_checkudata(L, i, CONN_MT);
+  lconn *u = lua_touserdata(L, i);
+  int same = u && lua_getmetatable(L, i);
+  if (same) {
+    same = lua_rawequal(L, -1, lua_upvalueindex(BINDING_UP_CLASS));
+    lua_pop(L, 1);
+  }
+  if (!same) u = luaL_checkudata(L, i, CONN_MT);
   if (!u->c) luaL_error(L, "connection already released");
   return u->c;
 }
@@ -96,7 +105,7 @@ static int l_conn_recv(lua_State *L) {
   switch (conn_receive(c, &m)) {
   case CONN_OK:
     lua_pushlstring(L, (const char *)m.data, m.len);
-    lua_pushstring(L, m.binary ? "binary" : "text");
+    lua_pushvalue(L, lua_upvalueindex(m.binary ? BINDING_UP_BINARY : BINDING_UP_TEXT));
     conn_message_done(c, &m);
     return 2;
   case CONN_WAIT:
@@ -132,10 +141,16 @@ static int l_conn_send(lua_State *L) {
   conn *c = check_conn(L);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
-  const char *kind = luaL_optstring(L, 3, "text");
-  int binary = strcmp(kind, "binary") == 0;
-  if (!binary && strcmp(kind, "text") != 0)
-    return luaL_argerror(L, 3, "expected \"text\" or \"binary\"");
+  int binary = 0;
+  /* the kind strings are interned: equal ones are the upvalues themselves */
+  if (lua_rawequal(L, 3, lua_upvalueindex(BINDING_UP_BINARY))) {
+    binary = 1;
+  } else if (!lua_isnoneornil(L, 3) && !lua_rawequal(L, 3, lua_upvalueindex(BINDING_UP_TEXT))) {
+    const char *kind = luaL_checkstring(L, 3);
+    binary = strcmp(kind, "binary") == 0;
+    if (!binary && strcmp(kind, "text") != 0)
+      return luaL_argerror(L, 3, "expected \"text\" or \"binary\"");
+  }
   return push_send_result(L, conn_send_message(c, data, len, binary));
 }
 
