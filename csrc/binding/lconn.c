@@ -108,22 +108,24 @@ static int l_conn_recv(lua_State *L) {
     lua_pushvalue(L, lua_upvalueindex(m.binary ? BINDING_UP_BINARY : BINDING_UP_TEXT));
     conn_message_done(c, &m);
     return 2;
-  case CONN_WAIT:
+  case CONN_WAIT: /* false, and the id to wait on */
     lua_pushboolean(L, 0);
-    return 1;
+    lua_pushnumber(L, (lua_Number)conn_id(c));
+    return 2;
   default:
     return push_closed(L, c);
   }
 }
 
-static int push_send_result(lua_State *L, int rc) {
+static int push_send_result(lua_State *L, conn *c, int rc) {
   switch (rc) {
   case CONN_OK:
     lua_pushboolean(L, 1);
     return 1;
-  case CONN_WAIT:
+  case CONN_WAIT: /* false, and the id to wait on */
     lua_pushboolean(L, 0);
-    return 1;
+    lua_pushnumber(L, (lua_Number)conn_id(c));
+    return 2;
   case CONN_NOMEM:
     return binding_error(L, "out of memory");
   case CONN_TOOBIG:
@@ -151,14 +153,14 @@ static int l_conn_send(lua_State *L) {
     if (!binary && strcmp(kind, "text") != 0)
       return luaL_argerror(L, 3, "expected \"text\" or \"binary\"");
   }
-  return push_send_result(L, conn_send_message(c, data, len, binary));
+  return push_send_result(L, c, conn_send_message(c, data, len, binary));
 }
 
 static int l_conn_ping(lua_State *L) {
   conn *c = check_conn(L);
   size_t len;
   const char *data = luaL_optlstring(L, 2, "", &len);
-  return push_send_result(L, conn_send_ping(c, data, len));
+  return push_send_result(L, c, conn_send_ping(c, data, len));
 }
 
 static int l_conn_close(lua_State *L) {

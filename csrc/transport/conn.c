@@ -929,6 +929,8 @@ void conn_describe(conn *c, unsigned what, conn_info *out) {
     tls_peer_subject(c->tls, out->peer_subject, sizeof out->peer_subject);
 }
 
+int64_t conn_id(const conn *c) { return c->id; }
+
 int conn_receive(conn *c, conn_message *m) {
   const inbox_msg *front = inbox_peek(&c->inbox);
   if (front) {
