@@ -58,6 +58,9 @@ run_one() { # LUA
   echo "the $TOP functions with the most samples of their own (perf report --no-children):"
   perf report -i "$data" --no-children --sort symbol,dso -g none --percent-limit 0.3 --stdio 2>/dev/null |
     grep -E '^ +[0-9.]+%' | head -n "$TOP"
+  echo "by object (the kernel, the Lua VM and its JIT code, core.so, libc, libuv):"
+  perf report -i "$data" --no-children --sort dso -g none --stdio 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | head -n 8
 }
 
 for lua in $LUAS; do run_one "$lua"; done

@@ -31,12 +31,10 @@ static inline int lua_absindex(lua_State *L, int i) {
 enum { MAX_LIST = DIAL_MAX_LIST };
 
 /* module.c: the loop is upvalue 1 of every function and method. A method
- * also has its class's metatable (so that checking self costs a pointer
- * compare, not a registry lookup by name) and the kind strings (pushed and
- * compared without hashing them again). */
+ * also has the kind strings, pushed and compared without hashing them
+ * again. */
 enum {
   BINDING_UP_LOOP = 1,
-  BINDING_UP_CLASS,
   BINDING_UP_TEXT,
   BINDING_UP_BINARY,
   BINDING_UPVALUES = BINDING_UP_BINARY

@@ -1,24 +1,23 @@
 /* The connection userdata (duplex.conn), dialed or accepted: recv, send,
  * ping, close, abort, respond and what they report. */
-#include <string.h>
-
 #include "binding/binding.h"
+
+/* tag: &conn_tag in every duplex.conn, so that a method tells its self
+ * from any other value in two API calls (lua_touserdata, lua_rawlen) and
+ * no stack traffic: a light userdata has no length, and another full
+ * userdata of this size would have to hold the address of this module's
+ * own constant. Anything else goes to luaL_checkudata for its error. */
+static const char conn_tag;
 
 typedef struct lconn {
   conn *c;
+  const char *tag;
 } lconn;
 
-/* The metatable compared with the method's upvalue is what luaL_checkudata
- * compares with the registry's entry; anything else (or a call from a
- * function without that upvalue) takes luaL_checkudata and its error. */
 conn *lconn_check(lua_State *L, int i) {
   lconn *u = lua_touserdata(L, i);
-  int same = u && lua_getmetatable(L, i);
-  if (same) {
-    same = lua_rawequal(L, -1, lua_upvalueindex(BINDING_UP_CLASS));
-    lua_pop(L, 1);
-  }
-  if (!same) u = luaL_checkudata(L, i, CONN_MT);
+  if (!u || lua_rawlen(L, i) != sizeof *u || u->tag != &conn_tag)
+    u = luaL_checkudata(L, i, CONN_MT);
   if (!u->c) luaL_error(L, "connection already released");
   return u->c;
 }
@@ -33,6 +32,7 @@ static conn_info *describe(lua_State *L, unsigned what, conn_info *i) {
 static lconn *push_lconn(lua_State *L, conn *c) {
   lconn *u = lua_newuserdata(L, sizeof *u);
   u->c = c;
+  u->tag = &conn_tag;
   luaL_getmetatable(L, CONN_MT);
   lua_setmetatable(L, -2);
   return u;
@@ -139,20 +139,22 @@ static int push_send_result(lua_State *L, conn *c, int rc) {
   }
 }
 
+/* send(data, kind): data a string (no number), kind nil, "text" or
+ * "binary". Bad arguments return nothing: the Lua caller raises for them at
+ * its own caller's line. */
 static int l_conn_send(lua_State *L) {
   conn *c = check_conn(L);
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
   size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
+  const char *data = lua_tolstring(L, 2, &len);
   int binary = 0;
-  /* the kind strings are interned: equal ones are the upvalues themselves */
-  if (lua_rawequal(L, 3, lua_upvalueindex(BINDING_UP_BINARY))) {
+  /* the kind strings are short, so interned: an equal one is the upvalue */
+  if (lua_rawequal(L, 3, lua_upvalueindex(BINDING_UP_TEXT)) || lua_isnoneornil(L, 3))
+    binary = 0;
+  else if (lua_rawequal(L, 3, lua_upvalueindex(BINDING_UP_BINARY)))
     binary = 1;
-  } else if (!lua_isnoneornil(L, 3) && !lua_rawequal(L, 3, lua_upvalueindex(BINDING_UP_TEXT))) {
-    const char *kind = luaL_checkstring(L, 3);
-    binary = strcmp(kind, "binary") == 0;
-    if (!binary && strcmp(kind, "text") != 0)
-      return luaL_argerror(L, 3, "expected \"text\" or \"binary\"");
-  }
+  else
+    return 0;
   return push_send_result(L, c, conn_send_message(c, data, len, binary));
 }
 

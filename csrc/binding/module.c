@@ -28,7 +28,6 @@ int binding_error(lua_State *L, const char *msg) {
  * metatable is at mt, with the loop below it. */
 static void push_method_upvalues(lua_State *L, int mt) {
   lua_pushvalue(L, mt - 1); /* the loop */
-  lua_pushvalue(L, mt);
   lua_pushliteral(L, "text");
   lua_pushliteral(L, "binary");
 }
