@@ -126,6 +126,8 @@ run_loadgen() {
   local m c
   m=$(field msgs_per_s "$out") c=$(field server_cpu "$out")
   [ -n "$m" ] && out="$out msgs_per_cpu_s=$(awk -v m="$m" -v c="$c" 'BEGIN { printf "%.0f", (c > 0 ? m / c : 0) }')"
+  # server CPU (user + system) per echoed message, in microseconds
+  [ -n "$m" ] && out="$out cpu_us_per_msg=$(awk -v m="$m" -v c="$c" 'BEGIN { printf "%.3f", (m > 0 ? 1e6 * c / m : 0) }')"
   echo "$out" >> "$WORK/$name.$label"
 }
 
@@ -148,6 +150,16 @@ for name in $SERVERS; do
     for _ in $(seq "$REPEAT"); do
       run_loadgen "$name" big --mode echo --conns "$BIG_CONNS" --size 65536 \
         --inflight "$BIG_INFLIGHT" --warmup "$WARMUP" --duration "$DURATION"
+    done
+    # one message in flight per connection (every write carries one
+    # message), then a single connection's round trip
+    for _ in $(seq "$REPEAT"); do
+      run_loadgen "$name" depth1 --mode echo --conns "$SMALL_CONNS" --size 16 \
+        --inflight 1 --warmup "$WARMUP" --duration "$DURATION"
+    done
+    for _ in $(seq "$REPEAT"); do
+      run_loadgen "$name" rtt --mode echo --conns 1 --size 16 \
+        --inflight 1 --warmup "$WARMUP" --duration "$DURATION"
     done
     stop_server
   fi
@@ -200,6 +212,21 @@ for name in $ran; do
     "$small ($(ratio "$small" "$r_small"))" "$cpu ($(ratio "$cpu" "$r_cpu"))" "$(med "$name" small p50_us)" "$(med "$name" small p99_us)" \
     "$big ($(ratio "$big" "$r_big"))" "$(med "$name" big p99_us)" \
     "$idle ($(ratio "$idle" "$r_idle"))" "$used ($(ratio "$used" "$r_used"))"
+done
+echo
+echo "server CPU per message (user + system, us; lower is better; ratio to $ref), and the round trip:"
+echo
+printf '| %-17s | %-17s | %-17s | %-17s | %-13s | %-17s |\n' \
+  server "16 B x$SMALL_INFLIGHT x $SMALL_CONNS" "16 B x1 x $SMALL_CONNS" "16 B, 1 conn" "1 conn p50 us" "64 KiB, us/msg"
+printf '| %-17s | %-17s | %-17s | %-17s | %-13s | %-17s |\n' --- --- --- --- --- ---
+r_s=$(med "$ref" small cpu_us_per_msg) r_d=$(med "$ref" depth1 cpu_us_per_msg)
+r_r=$(med "$ref" rtt cpu_us_per_msg) r_b=$(med "$ref" big cpu_us_per_msg)
+for name in $ran; do
+  s=$(med "$name" small cpu_us_per_msg) d=$(med "$name" depth1 cpu_us_per_msg)
+  r=$(med "$name" rtt cpu_us_per_msg) b=$(med "$name" big cpu_us_per_msg)
+  printf '| %-17s | %-17s | %-17s | %-17s | %-13s | %-17s |\n' "$name" \
+    "$s ($(ratio "$s" "$r_s"))" "$d ($(ratio "$d" "$r_d"))" "$r ($(ratio "$r" "$r_r"))" \
+    "$(med "$name" rtt p50_us)" "$b ($(ratio "$b" "$r_b"))"
 done
 echo
 echo "server CPU use during the echo runs (1.00 = all of CPU 0; well below 1.00 means the server"

@@ -30,7 +30,15 @@ static inline int lua_absindex(lua_State *L, int i) {
 /* The most strings a list option and the most entries a header table hold. */
 enum { MAX_LIST = DIAL_MAX_LIST };
 
-/* module.c: the loop is upvalue 1 of every function and method. */
+/* module.c: the loop is upvalue 1 of every function and method. A method
+ * also has the kind strings, pushed and compared without hashing them
+ * again. */
+enum {
+  BINDING_UP_LOOP = 1,
+  BINDING_UP_TEXT,
+  BINDING_UP_BINARY,
+  BINDING_UPVALUES = BINDING_UP_BINARY
+};
 loop *binding_loop(lua_State *L);
 /* Pushes nil, msg: 2 results. */
 int binding_error(lua_State *L, const char *msg);

@@ -1,16 +1,24 @@
 /* The connection userdata (duplex.conn), dialed or accepted: recv, send,
  * ping, close, abort, respond and what they report. */
-#include <string.h>
-
 #include "binding/binding.h"
+
+/* tag: &conn_tag in every duplex.conn, so that a method tells its self
+ * from any other value in two API calls (lua_touserdata, lua_rawlen) and
+ * no stack traffic: a light userdata has no length, and another full
+ * userdata of this size would have to hold the address of this module's
+ * own constant. Anything else goes to luaL_checkudata for its error. */
+static const char conn_tag;
 
 typedef struct lconn {
   conn *c;
+  const char *tag;
   int dialed; /* from dial_open (dial_proxy_head may be asked) */
 } lconn;
 
 conn *lconn_check(lua_State *L, int i) {
-  lconn *u = luaL_checkudata(L, i, CONN_MT);
+  lconn *u = lua_touserdata(L, i);
+  if (!u || lua_rawlen(L, i) != sizeof *u || u->tag != &conn_tag)
+    u = luaL_checkudata(L, i, CONN_MT);
   if (!u->c) luaL_error(L, "connection already released");
   return u->c;
 }
@@ -25,6 +33,7 @@ static conn_info *describe(lua_State *L, unsigned what, conn_info *i) {
 static lconn *push_lconn(lua_State *L, conn *c) {
   lconn *u = lua_newuserdata(L, sizeof *u);
   u->c = c;
+  u->tag = &conn_tag;
   u->dialed = 0;
   luaL_getmetatable(L, CONN_MT);
   lua_setmetatable(L, -2);
@@ -103,25 +112,27 @@ static int l_conn_recv(lua_State *L) {
   switch (conn_receive(c, &m)) {
   case CONN_OK:
     lua_pushlstring(L, (const char *)m.data, m.len);
-    lua_pushstring(L, m.binary ? "binary" : "text");
+    lua_pushvalue(L, lua_upvalueindex(m.binary ? BINDING_UP_BINARY : BINDING_UP_TEXT));
     conn_message_done(c, &m);
     return 2;
-  case CONN_WAIT:
+  case CONN_WAIT: /* false, and the id to wait on */
     lua_pushboolean(L, 0);
-    return 1;
+    lua_pushnumber(L, (lua_Number)conn_id(c));
+    return 2;
   default:
     return push_closed(L, c);
   }
 }
 
-static int push_send_result(lua_State *L, int rc) {
+static int push_send_result(lua_State *L, conn *c, int rc) {
   switch (rc) {
   case CONN_OK:
     lua_pushboolean(L, 1);
     return 1;
-  case CONN_WAIT:
+  case CONN_WAIT: /* false, and the id to wait on */
     lua_pushboolean(L, 0);
-    return 1;
+    lua_pushnumber(L, (lua_Number)conn_id(c));
+    return 2;
   case CONN_NOMEM:
     return binding_error(L, "out of memory");
   case CONN_TOOBIG:
@@ -135,22 +146,30 @@ static int push_send_result(lua_State *L, int rc) {
   }
 }
 
+/* send(data, kind): data a string (no number), kind nil, "text" or
+ * "binary". Bad arguments return nothing: the Lua caller raises for them at
+ * its own caller's line. */
 static int l_conn_send(lua_State *L) {
   conn *c = check_conn(L);
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
   size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
-  const char *kind = luaL_optstring(L, 3, "text");
-  int binary = strcmp(kind, "binary") == 0;
-  if (!binary && strcmp(kind, "text") != 0)
-    return luaL_argerror(L, 3, "expected \"text\" or \"binary\"");
-  return push_send_result(L, conn_send_message(c, data, len, binary));
+  const char *data = lua_tolstring(L, 2, &len);
+  int binary = 0;
+  /* the kind strings are short, so interned: an equal one is the upvalue */
+  if (lua_rawequal(L, 3, lua_upvalueindex(BINDING_UP_TEXT)) || lua_isnoneornil(L, 3))
+    binary = 0;
+  else if (lua_rawequal(L, 3, lua_upvalueindex(BINDING_UP_BINARY)))
+    binary = 1;
+  else
+    return 0;
+  return push_send_result(L, c, conn_send_message(c, data, len, binary));
 }
 
 static int l_conn_ping(lua_State *L) {
   conn *c = check_conn(L);
   size_t len;
   const char *data = luaL_optlstring(L, 2, "", &len);
-  return push_send_result(L, conn_send_ping(c, data, len));
+  return push_send_result(L, c, conn_send_ping(c, data, len));
 }
 
 static int l_conn_close(lua_State *L) {

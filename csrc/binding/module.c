@@ -24,15 +24,24 @@ int binding_error(lua_State *L, const char *msg) {
   return 2;
 }
 
+/* Pushes a method's upvalues (binding.h: BINDING_UP_*) for the class whose
+ * metatable is at mt, with the loop below it. */
+static void push_method_upvalues(lua_State *L, int mt) {
+  lua_pushvalue(L, mt - 1); /* the loop */
+  lua_pushliteral(L, "text");
+  lua_pushliteral(L, "binary");
+}
+
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *more,
                       lua_CFunction gc) {
   luaL_newmetatable(L, name);
+  int mt = lua_gettop(L);
   lua_newtable(L);
-  lua_pushvalue(L, -3); /* the loop */
-  setfuncs(L, methods, 1);
+  push_method_upvalues(L, mt);
+  setfuncs(L, methods, BINDING_UPVALUES);
   if (more) {
-    lua_pushvalue(L, -3);
-    setfuncs(L, more, 1);
+    push_method_upvalues(L, mt);
+    setfuncs(L, more, BINDING_UPVALUES);
   }
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, gc);

@@ -28,10 +28,10 @@ size_t frame_encode_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t 
 /* The key as a 64-bit word in memory order, starting at payload offset pos,
  * so that XOR with a word loaded from data at that offset unmasks it. */
 static uint64_t key_word(const uint8_t mask[4], uint64_t pos) {
-  uint8_t k[8];
+  uint8_t k[12]; /* the key three times: any 8 bytes from offset 0..3 */
   uint64_t w;
-  for (int i = 0; i < 8; i++) k[i] = mask[(pos + (unsigned)i) & 3];
-  memcpy(&w, k, 8);
+  memcpy(k, mask, 4), memcpy(k + 4, mask, 4), memcpy(k + 8, mask, 4);
+  memcpy(&w, k + (pos & 3), 8);
   return w;
 }
 

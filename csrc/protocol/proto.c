@@ -44,6 +44,9 @@ static size_t header_size(uint8_t b1) {
 
 /* Rules decided by the first two header bytes. */
 static unsigned check_start(proto *p, uint8_t b0, uint8_t b1) {
+  /* the usual frame, a whole text or binary message with no RSV bit and the
+   * right mask bit outside a fragmented message, breaks none of the rules */
+  if ((b0 == 0x81 || b0 == 0x82) && !p->msg_opcode && (b1 >> 7) == p->is_server) return 0;
   int op = b0 & 0xF, fin = b0 >> 7;
   if ((b0 >> 4 & 7) & ~p->rsv_allowed) return fail(p, FRAME_CLOSE_PROTOCOL, "reserved bits set");
   if ((b0 >> 4 & 7) && (frame_is_control(op) || op == FRAME_CONT))

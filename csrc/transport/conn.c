@@ -925,6 +925,8 @@ void conn_describe(conn *c, unsigned what, conn_info *out) {
     tls_peer_subject(c->tls, out->peer_subject, sizeof out->peer_subject);
 }
 
+int64_t conn_id(const conn *c) { return c->id; }
+
 int conn_receive(conn *c, conn_message *m) {
   const inbox_msg *front = inbox_peek(&c->inbox);
   if (front) {
@@ -933,7 +935,8 @@ int conn_receive(conn *c, conn_message *m) {
     m->binary = front->opcode != FRAME_TEXT;
     return CONN_OK;
   }
-  session_event(&c->s, CLOSE_EV_INBOX_DRAINED, 0, NULL, 0); /* a pending close resolves now */
+  /* a pending close resolves now (while open, the event changes nothing) */
+  if (c->s.close != CLOSE_OPEN) session_event(&c->s, CLOSE_EV_INBOX_DRAINED, 0, NULL, 0);
   switch (state_of(c)) {
   case CONN_DIALING:
   case CONN_HANDSHAKE:

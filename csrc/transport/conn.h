@@ -187,6 +187,9 @@ typedef struct conn_message {
   int binary;
 } conn_message;
 
+/* The waitable id the connection wakes (conn_info.id, without the rest). */
+int64_t conn_id(const conn *c);
+
 /* CONN_OK with *m filled, CONN_WAIT, or CONN_CLOSED (conn_describe says how). */
 int conn_receive(conn *c, conn_message *m);
 void conn_message_done(conn *c, conn_message *m);

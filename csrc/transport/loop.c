@@ -200,9 +200,12 @@ void *loop_alloc(loop *l, size_t n, size_t *cap) {
   *cap = n;
   if (n < LOOP_SPARE_MIN || !l->nspares) return malloc(n ? n : 1); /* small: malloc is fast */
   size_t best = l->nspares;
-  for (size_t i = 0; i < l->nspares; i++) {
+  /* newest first (warm in the cache); an exact fit ends the search, as
+   * most spares are of the few usual sizes */
+  for (size_t i = l->nspares; i-- > 0;) {
     size_t c = l->spares[i].cap;
     if (c >= n && c / 2 <= n && (best == l->nspares || c < l->spares[best].cap)) best = i;
+    if (c == n) break;
   }
   if (best < l->nspares) {
     void *p = l->spares[best].p;

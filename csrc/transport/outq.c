@@ -32,9 +32,12 @@ void outq_block_unref(loop *l, outq_block *b) {
     free(b);
 }
 
-/* An own block with room for at least n bytes. */
+/* An own block with room for at least n bytes. A small one is a spare of
+ * LOOP_SPARE_MIN bytes in all, header included: the size the inbox asks
+ * for too, so that the loop's spares serve both with an exact fit. */
 static outq_block *own_block(loop *l, size_t n) {
-  size_t want = n < LOOP_SPARE_MIN ? LOOP_SPARE_MIN : n, cap;
+  size_t want = n < LOOP_SPARE_MIN - sizeof(outq_block) ? LOOP_SPARE_MIN - sizeof(outq_block) : n,
+         cap;
   if (want > SIZE_MAX - sizeof(outq_block)) return NULL;
   outq_block *b = loop_alloc(l, sizeof *b + want, &cap);
   if (!b) return NULL;

@@ -10,7 +10,10 @@ local unpack = rawget(table, "unpack") or rawget(_G, "unpack")
 
 local M = {}
 
-local waiting = {}  -- id -> the coroutine parked on it, or an array of them
+-- id -> the coroutine parked on it first; more_waiting[id]: an array of the
+-- others, in order (rare). Kept apart so that a wake tells them apart
+-- without a type() call.
+local waiting, more_waiting = {}, {}
 local runq, runq_head, runq_tail = {}, 1, 0  -- coroutines to resume, FIFO
 local args = {}  -- coroutine -> packed arguments for its first resume
 local on_error = setmetatable({}, { __mode = "k" })  -- coroutine -> function(co, err)
@@ -194,16 +197,21 @@ end
 
 -- Takes co off id's waiters: true when it was there (not woken yet).
 local function unpark(id, co)
-  local w = waiting[id]
-  if w == co then
-    waiting[id] = nil
+  local more = more_waiting[id]
+  if waiting[id] == co then
+    if more then
+      waiting[id] = table.remove(more, 1)
+      if #more == 0 then more_waiting[id] = nil end
+    else
+      waiting[id] = nil
+    end
     return true
   end
-  if type(w) ~= "table" then return false end
-  for i = 1, #w do
-    if w[i] == co then
-      table.remove(w, i)
-      if #w == 0 then waiting[id] = nil end
+  if not more then return false end
+  for i = 1, #more do
+    if more[i] == co then
+      table.remove(more, i)
+      if #more == 0 then more_waiting[id] = nil end
       return true
     end
   end
@@ -226,13 +234,15 @@ function M.wait(id, timeout)
     error("duplex: this call waits, so it must run inside a coroutine (use duplex.run or duplex.spawn)", 3)
   end
   -- one waiter is the common case: no table for it
-  local w = waiting[id]
-  if w == nil then
+  if waiting[id] == nil then
     waiting[id] = co
-  elseif type(w) == "thread" then
-    waiting[id] = { w, co }
   else
-    w[#w + 1] = co
+    local more = more_waiting[id]
+    if more then
+      more[#more + 1] = co
+    else
+      more_waiting[id] = { co }
+    end
   end
   if timeout == nil then
     coroutine.yield()
@@ -281,13 +291,14 @@ function M.sleep(seconds)
 end
 
 local function wake(id)
-  local w = waiting[id]
-  if w then
+  local co = waiting[id]
+  if co then
     waiting[id] = nil
-    if type(w) == "thread" then
-      enqueue(w)
-    else
-      for i = 1, #w do enqueue(w[i]) end
+    enqueue(co)
+    local more = more_waiting[id]
+    if more then
+      more_waiting[id] = nil
+      for i = 1, #more do enqueue(more[i]) end
     end
   end
 end

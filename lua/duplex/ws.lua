@@ -12,6 +12,7 @@ local methods = {}
 
 -- Fields read from the C side on demand: they change as the connection closes.
 local live = {
+  compression = function(c) return c:compressed() end,
   close_code = function(c) return (c:close_info()) end,
   close_reason = function(c) return select(2, c:close_info()) end,
   close_clean = function(c) return select(3, c:close_info()) end,
@@ -52,28 +53,42 @@ function WS.__tostring(self)
 end
 
 -- fields: what the caller knows (request, url); the rest is read from c.
+-- receive and send, called for every message, are fields of the object
+-- itself: found without a call to __index (on PUC Lua that call was about a
+-- tenth of an echoed message's cost). With `compression` read on demand and
+-- the id coming back from the C calls that would block, the object still
+-- holds four entries, as many as before.
 function WS.wrap(c, fields)
   local self = fields or {}
   self._c = c
   self.protocol = c:protocol()
   self.remote = c:remote()
   self.peer_cert = c:peer_cert()
-  self.compression = c:compressed()
-  self._id = c:info()
+  self.receive, self.send = methods.receive, methods.send
   return setmetatable(self, WS)
 end
 
 local kinds = { text = true, binary = true }
 
+-- Raises at the user's line (send's caller).
+local function bad_send(data, kind)
+  if type(data) ~= "string" then error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 3) end
+  if kind ~= nil and not kinds[kind] then error("bad argument #2 to 'send' (\"text\" or \"binary\" expected)", 3) end
+end
+
+-- c:send checks the arguments as bad_send does (a string; nil, "text" or
+-- "binary"), so that a message costs no type() call (on PUC Lua 5.4 that
+-- hashes the type's name again) and only bad ones come back here.
 function methods:send(data, kind)
-  if type(data) ~= "string" then error("bad argument #1 to 'send' (string expected, got " .. type(data) .. ")", 2) end
-  if kind ~= nil and not kinds[kind] then error("bad argument #2 to 'send' (\"text\" or \"binary\" expected)", 2) end
   local c = self._c
   while true do
-    local ok, err = c:send(data, kind)
+    local ok, err = c:send(data, kind) -- false, id: wait for id; nothing: bad arguments
     if ok then return true end
-    if ok == nil then return nil, err end
-    wait(self._id)
+    if ok == nil then
+      if err == nil then bad_send(data, kind) end
+      return nil, err
+    end
+    wait(err)
   end
 end
 
@@ -88,15 +103,15 @@ function methods:receive(timeout)
   end
   local expired = false
   while true do
-    local msg, kind, code, reason = c:recv()
+    local msg, kind, code, reason = c:recv() -- false, id: wait for id
     if msg then return msg, kind end
     if msg == nil then return nil, kind, code, reason end
     if expired then return nil, "timeout" end
     if not deadline then
-      wait(self._id)
+      wait(kind)
     else -- a message that came with the timeout is still taken (above)
       local left = deadline - now_ms()
-      expired = left <= 0 or not wait(self._id, left / 1000)
+      expired = left <= 0 or not wait(kind, left / 1000)
     end
   end
 end
@@ -117,7 +132,11 @@ end
 -- Waits until the connection has finished closing.
 function methods:wait_closed()
   local c = self._c
-  while select(2, c:info()) ~= "closed" do wait(self._id) end
+  while true do
+    local id, state = c:info()
+    if state == "closed" then return end
+    wait(id)
+  end
 end
 
 -- Starts the close handshake and waits for it to finish (at most
