@@ -14,7 +14,7 @@ Every line it prints is `key=value`, flushed at once. Modes:
   close CODE           accepts, prints `open=T`, closes with CODE "bye"
   status N [SECONDS]   refuses every upgrade with HTTP N (and Retry-After:
                        SECONDS when given); prints `request=T` for each
-  cycle K UP DOWN      echoes; K times over: serves UP seconds, closes the
+  cycle K UP DOWN      echoes (printing nothing per message); K times over: serves UP seconds, closes the
                        server and every connection (1001), and DOWN seconds
                        later serves again on the same port; prints
                        `cycle=I` after each restart and `done=K` at the end
@@ -40,6 +40,16 @@ async def echo(ws):
         async for msg in ws:
             if isinstance(msg, str):
                 say("got", msg)
+            await ws.send(msg)
+    except websockets.ConnectionClosed:
+        pass
+
+
+async def echo_quietly(ws):
+    """Echoes without a line per message: the soak's client counts its
+    own memory, which the lines read into it would swell."""
+    try:
+        async for msg in ws:
             await ws.send(msg)
     except websockets.ConnectionClosed:
         pass
@@ -76,7 +86,7 @@ async def serve_forever(port, handler, **kw):
 
 
 async def cycle(port, times, up, down):
-    server = await websockets.serve(echo, "127.0.0.1", port)
+    server = await websockets.serve(echo_quietly, "127.0.0.1", port)
     port = server.sockets[0].getsockname()[1]
     say("port", port)
     for i in range(1, times + 1):
@@ -84,7 +94,7 @@ async def cycle(port, times, up, down):
         server.close()
         await server.wait_closed()
         await asyncio.sleep(down)
-        server = await websockets.serve(echo, "127.0.0.1", port)
+        server = await websockets.serve(echo_quietly, "127.0.0.1", port)
         say("cycle", i)
     say("done", times)
     await asyncio.sleep(up)
