@@ -37,6 +37,10 @@ M.connect = conn_options({
   protocols = "any", headers = "any", origin = "string", timeout = "number", tls = client_tls,
 })
 
+M.broker = {
+  prefix = "string", timeout = "number", reconnect = { min = "number", max = "number" }, max_queue = "number",
+}
+
 M.server_tls = server_tls
 
 -- Levenshtein distance, given up past 2.
