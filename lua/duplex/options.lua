@@ -26,7 +26,7 @@ local function conn_options(t)
 end
 
 M.serve = conn_options({
-  host = "string", port = "number", backlog = "number", protocols = "any", origins = "any",
+  host = "string", port = "number", backlog = "number", reuseport = "boolean", protocols = "any", origins = "any",
   http = "function", accept = "function", on_error = "function", handshake_timeout = "number",
   tls = server_tls,
   -- slow subscribers of topics
