@@ -2,7 +2,8 @@
 --   LUA broker_node.lua REDIS_URL PORT_FILE [PORT [reuseport]]
 -- Writes its port to PORT_FILE once the broker is connected. Its clients
 -- drive it with text commands, each answered with "ok ..." :
---   sub T | unsub T | pub T DATA | wspub T DATA | burst T N | stats
+--   sub T | unsub T | pub T DATA | wspub T DATA | burst T N TAG | stats
+-- (burst publishes "TAG 1" .. "TAG N")
 -- and a binary message "T\n" .. DATA publishes DATA as binary.
 local duplex = require "duplex"
 
@@ -24,7 +25,8 @@ local function handle(ws, msg, kind)
   elseif cmd == "wspub" then
     ws:publish(t, rest)
   elseif cmd == "burst" then
-    for i = 1, tonumber(rest) do duplex.publish(t, t .. " " .. i) end
+    local n, tag = rest:match("^(%d+) ?(.*)$")
+    for i = 1, tonumber(n) do duplex.publish(t, tag .. " " .. i) end
   elseif cmd == "stats" then
     local b = _G.BROKER
     return ("ok %s %d %d %d %d"):format(b.state, b.published, b.received, b.dropped, collectgarbage("count"))
