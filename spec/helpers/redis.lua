@@ -54,7 +54,8 @@ end
 
 -- Kills it and waits (bounded) until the port is free.
 function M:stop()
-  os.execute("kill " .. self.pid .. " 2>/dev/null")
+  -- a paused one must go on to see the signal
+  os.execute("kill " .. self.pid .. " 2>/dev/null; kill -CONT " .. self.pid .. " 2>/dev/null")
   local deadline = socket.gettime() + 5
   while socket.gettime() < deadline do
     local f = io.open("/proc/" .. self.pid .. "/status")
