@@ -19,10 +19,12 @@ function M.free_port()
 end
 
 -- Starts redis-server on port (a free one if nil): the server object.
-function M.start(port, password)
+-- unixsocket: also listen on that path.
+function M.start(port, password, unixsocket)
   port = port or M.free_port()
   local args = ("--port %d --bind 127.0.0.1 --save '' --appendonly no --daemonize no"):format(port)
   if password then args = args .. " --requirepass " .. password end
+  if unixsocket then args = args .. " --unixsocket " .. unixsocket end
   local pid = tonumber(sh(("redis-server %s </dev/null >/dev/null 2>&1 & echo $!"):format(args)))
   assert(pid, "could not start redis-server")
   local r = { port = port, pid = pid, password = password }
