@@ -5,8 +5,8 @@ local WS = require "duplex.ws"
 local url = require "duplex.url"
 local options = require "duplex.options"
 
-local type, error, tostring, tonumber, select, setmetatable, pairs, rawget, rawset, pcall =
-  type, error, tostring, tonumber, select, setmetatable, pairs, rawget, rawset, pcall
+local type, error, tostring, tonumber, select, setmetatable, pairs, ipairs, rawget, rawset, pcall =
+  type, error, tostring, tonumber, select, setmetatable, pairs, ipairs, rawget, rawset, pcall
 local io = io
 
 local duplex = { _VERSION = "duplex scm" }
@@ -251,6 +251,12 @@ function duplex.broker(target, opts)
   if not host and not path then return nil, port end
   local rc = opts.reconnect or {}
   local timeout = opts.timeout or 5
+  if not (timeout > 0 and timeout <= 86400) then error("option 'timeout' must be a number of seconds > 0", 2) end
+  for _, k in ipairs({ "min", "max" }) do
+    local v = rc[k]
+    if v ~= nil and not (v >= 0 and v <= 86400) then error("option 'reconnect." .. k .. "' must be seconds >= 0", 2) end
+  end
+  if opts.max_queue ~= nil and not (opts.max_queue >= 0) then error("option 'max_queue' must be a number of bytes >= 0", 2) end
   local gen, id = core_call(core.broker_open, host, port, path, password, db, opts.prefix, timeout,
     rc.min, rc.max, opts.max_queue)
   if not gen then return nil, id end

@@ -29,7 +29,7 @@ local function handle(ws, msg, kind)
     for i = 1, tonumber(n) do duplex.publish(t, tag .. " " .. i) end
   elseif cmd == "stats" then
     local b = _G.BROKER
-    return ("ok %s %d %d %d %d"):format(b.state, b.published, b.received, b.dropped, math.floor(collectgarbage("count")))
+    return ("ok %s %d %d %d %d"):format(b.state, b.published, b.received, b.dropped, b.invalid)
   end
   return "ok"
 end
