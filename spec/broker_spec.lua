@@ -262,7 +262,9 @@ describe("duplex.broker", function()
       assert.are.same({ "before 1", "during 1" }, a2:collect(2))
       r:restart()
       -- resubscribed within the backoff bound (0.3 s) plus a connect
+      local t0 = duplex.now()
       await_subscribers(r, "duplex:o", 2)
+      assert.is_true(duplex.now() - t0 < 1.5, "resubscribed after " .. (duplex.now() - t0) .. " s")
       local deadline = duplex.now() + 3
       while a:cmd("stats"):match("^ok (%S+)") ~= "connected" and duplex.now() < deadline do duplex.sleep(0.02) end
       a:cmd("pub o after 1")
