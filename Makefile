@@ -7,8 +7,8 @@ PKG_CONFIG ?= pkg-config
 BUILD := build/$(LUA)
 LUA_PC := $(LUA)
 LUA_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(LUA_PC) 2>/dev/null)
-DEP_CFLAGS = $(shell $(PKG_CONFIG) --cflags libuv libssl libcrypto zlib 2>/dev/null)
-DEP_LIBS = $(or $(shell $(PKG_CONFIG) --libs libuv libssl libcrypto zlib 2>/dev/null),-luv -lssl -lcrypto -lz)
+DEP_CFLAGS = $(shell $(PKG_CONFIG) --cflags libuv libssl libcrypto zlib hiredis 2>/dev/null)
+DEP_LIBS = $(or $(shell $(PKG_CONFIG) --libs libuv libssl libcrypto zlib hiredis 2>/dev/null),-luv -lssl -lcrypto -lz -lhiredis)
 
 WARN := -Wall -Wextra -Werror
 CSTD := -std=c11 -D_DEFAULT_SOURCE

@@ -59,6 +59,7 @@
 ---@field host? string IPv4 or IPv6 literal to listen on (default "127.0.0.1")
 ---@field port? integer 0..65535; 0 picks a free one (default 0)
 ---@field backlog? integer listen backlog (default 511)
+---@field reuseport? boolean SO_REUSEPORT: processes share the port (default false)
 ---@field protocols? string[] subprotocols, in our order of preference
 ---@field origins? string[] allowed Origin values (default any)
 ---@field http? duplex.http_hook answers plain HTTP requests (default: 426)
@@ -268,6 +269,36 @@ function duplex.publish(topic, data, kind) end
 ---@param topic string
 ---@return integer
 function duplex.subscribers(topic) end
+
+---@class duplex.broker_reconnect
+---@field min? number seconds, the shortest reconnect delay (default 0.1)
+---@field max? number seconds, the longest (default 5)
+
+---@class duplex.broker_opts
+---@field prefix? string Redis channel prefix (default "duplex:")
+---@field timeout? number seconds to connect (default 5)
+---@field reconnect? duplex.broker_reconnect full-jitter backoff bounds
+---@field max_queue? integer bytes waiting for Redis past which publishes drop (default 8 MiB)
+
+---@class duplex.broker
+---@field state "connected"|"connecting"|"closed"
+---@field error? string the last connection failure
+---@field published integer
+---@field received integer
+---@field dropped integer
+---@field invalid integer
+local broker = {}
+
+---Stops joining topics through Redis.
+function broker:close() end
+
+---Joins this process's topics to the others on the same Redis; waits for
+---the first connection (at most opts.timeout).
+---@param url string redis://[:password@]host[:port][/db] or unix:/path
+---@param opts? duplex.broker_opts
+---@return duplex.broker?
+---@return string? err
+function duplex.broker(url, opts) end
 
 ---libuv's backend file descriptor, to poll from another loop.
 ---@return integer?

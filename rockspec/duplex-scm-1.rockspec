@@ -21,6 +21,7 @@ external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   ZLIB = { header = "zlib.h", library = "z" },
+  HIREDIS = { header = "hiredis/async.h", library = "hiredis" },
 }
 -- The Makefile holds the one source list (every .c file under csrc/protocol,
 -- csrc/transport and csrc/binding); LuaRocks passes its flags and folders.
@@ -32,8 +33,8 @@ build = {
   build_target = "rock-build",
   build_variables = {
     ROCK_LUA_INCDIR = "$(LUA_INCDIR)",
-    ROCK_CFLAGS = "$(CFLAGS) -I$(LIBUV_INCDIR) -I$(OPENSSL_INCDIR) -I$(ZLIB_INCDIR)",
-    ROCK_LDFLAGS = "-L$(LIBUV_LIBDIR) -L$(OPENSSL_LIBDIR) -L$(ZLIB_LIBDIR)",
+    ROCK_CFLAGS = "$(CFLAGS) -I$(LIBUV_INCDIR) -I$(OPENSSL_INCDIR) -I$(ZLIB_INCDIR) -I$(HIREDIS_INCDIR)",
+    ROCK_LDFLAGS = "-L$(LIBUV_LIBDIR) -L$(OPENSSL_LIBDIR) -L$(ZLIB_LIBDIR) -L$(HIREDIS_LIBDIR)",
   },
   install_target = "rock-install",
   install_variables = {

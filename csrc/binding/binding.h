@@ -82,6 +82,9 @@ conn *lconn_check(lua_State *L, int i);
 extern const luaL_Reg ltopic_conn_methods[];
 extern const luaL_Reg ltopic_functions[];
 
+/* lbroker.c: functions of the module */
+extern const luaL_Reg lbroker_functions[];
+
 /* lstdio.c: the process's stdin and stdout */
 extern const luaL_Reg lstdio_in_methods[], lstdio_out_methods[], lstdio_functions[];
 int lstdio_in_gc(lua_State *L);

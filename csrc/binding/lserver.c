@@ -25,6 +25,8 @@ static const char *read_listen(lua_State *L, server_opts *o, lua_Integer *port) 
   *port = luaL_optinteger(L, -1, 0);
   lua_getfield(L, 1, "backlog");
   o->backlog = (int)luaL_optinteger(L, -1, 511);
+  lua_getfield(L, 1, "reuseport");
+  o->reuseport = lua_toboolean(L, -1);
   if (*port < 0 || *port > 65535) luaL_error(L, "option 'port' must be 0..65535");
   return host;
 }

@@ -79,6 +79,7 @@ static int publish(lua_State *L, int base, conn *except) {
   size_t queued, dropped;
   switch (topic_publish(binding_loop(L), name, len, data, n, binary, except, &queued, &dropped)) {
   case CONN_OK:
+    broker_publish(binding_loop(L), name, len, data, n, binary); /* the other processes */
     lua_pushinteger(L, (lua_Integer)queued);
     lua_pushinteger(L, (lua_Integer)dropped);
     return 2;

@@ -78,5 +78,7 @@ int luaopen_duplex_core(lua_State *L) {
   setfuncs(L, ltopic_functions, 1);
   lua_pushvalue(L, -2);
   setfuncs(L, lstdio_functions, 1);
+  lua_pushvalue(L, -2);
+  setfuncs(L, lbroker_functions, 1);
   return 1;
 }

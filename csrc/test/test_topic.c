@@ -8,6 +8,7 @@
 
 #include "check.h"
 #include "transport/api.h"
+#include "transport/broker.h"
 #include "transport/topic.h"
 
 void *__real_malloc(size_t n);
@@ -105,6 +106,56 @@ static void membership(loop *l) {
   CHECK_EQ(topic_subscribe(servers[0], "t", 1), 1);
 }
 
+/* The broker's hook: told of a topic's first join and last leave only. */
+static int hook_calls;
+static char hook_name[16];
+static void count_hook(loop *l, const char *name, size_t len) {
+  (void)l;
+  hook_calls++;
+  snprintf(hook_name, sizeof hook_name, "%.*s", (int)len, name);
+}
+
+static void topic_hook(loop *l) {
+  l->topic_hook = count_hook;
+  CHECK_EQ(topic_subscribe(servers[0], "h", 1), 1);
+  CHECK_EQ(hook_calls, 1);
+  CHECK(strcmp(hook_name, "h") == 0);
+  CHECK_EQ(topic_subscribe(servers[1], "h", 1), 1);
+  CHECK_EQ(topic_subscribe(servers[1], "h", 1), 0);
+  CHECK_EQ(topic_unsubscribe(servers[0], "h", 1), 1);
+  CHECK_EQ(hook_calls, 1);
+  CHECK_EQ(topic_unsubscribe(servers[1], "h", 1), 1);
+  CHECK_EQ(hook_calls, 2);
+  CHECK_EQ(topic_unsubscribe(servers[1], "h", 1), 0);
+  CHECK_EQ(hook_calls, 2);
+  l->topic_hook = NULL;
+}
+
+/* Envelopes: magic, node id, kind, payload; anything else is refused. */
+static void envelopes(void) {
+  uint8_t own[BROKER_NODE_ID] = {1, 2, 3}, other[BROKER_NODE_ID] = {9};
+  uint8_t m[BROKER_HEADER + 3] = {BROKER_MAGIC};
+  memcpy(m + 1, other, BROKER_NODE_ID);
+  m[1 + BROKER_NODE_ID] = 1;
+  memcpy(m + BROKER_HEADER, "\0\xff\x01", 3);
+  const void *data;
+  size_t n;
+  int binary;
+  CHECK_EQ(broker_decode(m, sizeof m, own, &data, &n, &binary), 0);
+  CHECK_EQ(n, 3);
+  CHECK_EQ(binary, 1);
+  CHECK(data == m + BROKER_HEADER);
+  CHECK_EQ(broker_decode(m, BROKER_HEADER, own, &data, &n, &binary), 0);
+  CHECK_EQ(n, 0);
+  CHECK_EQ(broker_decode(m, BROKER_HEADER - 1, own, &data, &n, &binary), -1);
+  CHECK_EQ(broker_decode(m, sizeof m, other, &data, &n, &binary), 1); /* our own */
+  m[1 + BROKER_NODE_ID] = 2;
+  CHECK_EQ(broker_decode(m, sizeof m, own, &data, &n, &binary), -1);
+  m[1 + BROKER_NODE_ID] = 0;
+  m[0] = 0xD2;
+  CHECK_EQ(broker_decode(m, sizeof m, own, &data, &n, &binary), -1);
+}
+
 int main(void) {
   loop *l = malloc(loop_size());
   CHECK(l && loop_init(l) == 0);
@@ -131,6 +182,8 @@ int main(void) {
   CHECK(connect_all(l, s));
   for (int i = 0; i < N; i++) CHECK_EQ(topic_subscribe(servers[i], "t", 1), 1);
   membership(l);
+  topic_hook(l);
+  envelopes();
   publish_counts(l, s);
   for (int i = 0; i < N; i++) conn_release(clients[i]), conn_release(servers[i]);
   server_close(s);

@@ -13,6 +13,7 @@
  *            conn_send_message, conn_send_ping, conn_start_close,
  *            conn_abort, conn_respond_http, conn_accept_upgrade, conn_head,
  *            conn_drop_head, conn_release
+ *   broker:  broker_open, broker_describe, broker_close, broker_publish
  *   TLS:     tls_ctx_new, tls_ctx_add_sni, tls_ctx_unref (server contexts)
  *
  * The saved head is handed over as bytes; the binding parses it with
@@ -21,6 +22,7 @@
 #define DUPLEX_API_H
 
 #include "protocol/handshake.h"
+#include "transport/broker.h"
 #include "transport/conn.h"
 #include "transport/dial.h"
 #include "transport/loop.h"

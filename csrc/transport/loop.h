@@ -89,6 +89,12 @@ typedef struct loop {
   struct tls_ctx *tls_client; /* default client TLS config, made on first use */
   struct topic_table *topics; /* made on the first subscribe (topic.c) */
   buf zbuf;                   /* scratch for compressing one message */
+  /* The Redis broker (broker.c), or NULL; topic_hook is its hook, told
+   * when a topic gets its first subscriber or loses its last (NULL without
+   * a broker, so topics cost nothing more then). */
+  struct broker *broker;
+  void (*topic_hook)(struct loop *l, const char *name, size_t len);
+  uint64_t broker_gen;
   /* Large message and write buffers come and go at a high rate; giving each
    * back to malloc makes glibc trim and regrow its heap (page faults on every
    * message). A few spares live here instead, so idle connections still

@@ -1,8 +1,11 @@
 #include "transport/server.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static char **copy_list(const char *const *src, size_t n) {
   if (!n) return NULL;
@@ -119,6 +122,26 @@ static void obj_close(loop_obj *o) { server_close((server *)o); }
 static void obj_flush(loop_obj *o) { (void)o; }
 static const loop_obj_ops server_obj_ops = {obj_close, obj_flush};
 
+/* libuv 1.44 has no UV_TCP_REUSEPORT: the socket is made here, so that
+ * several processes may listen on one port (the kernel spreads the
+ * connections among them). */
+static int bind_reuseport(uv_tcp_t *t, const struct sockaddr *a) {
+  int fd = socket(a->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return uv_translate_sys_error(errno);
+  int one = 1;
+  socklen_t len =
+      a->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) || bind(fd, a, len)) {
+    int e = errno;
+    close(fd);
+    return uv_translate_sys_error(e);
+  }
+  int rc = uv_tcp_open(t, fd);
+  if (rc) close(fd);
+  return rc;
+}
+
 server *server_listen(loop *l, const char *host, int port, const server_opts *o, int *err) {
   struct sockaddr_storage addr;
   int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
@@ -155,7 +178,8 @@ server *server_listen(loop *l, const char *host, int port, const server_opts *o,
   uv_tcp_init(&l->uv, &s->tcp);
   s->tcp.data = s;
   s->refs++;
-  rc = uv_tcp_bind(&s->tcp, (struct sockaddr *)&addr, 0);
+  rc = o->reuseport ? bind_reuseport(&s->tcp, (struct sockaddr *)&addr)
+                    : uv_tcp_bind(&s->tcp, (struct sockaddr *)&addr, 0);
   if (!rc) rc = uv_listen((uv_stream_t *)&s->tcp, o->backlog > 0 ? o->backlog : 511, on_connection);
   if (rc) {
     *err = rc;

@@ -21,7 +21,8 @@ typedef struct server_opts {
   int has_http;   /* plain HTTP requests are queued for the binding, else 426 */
   int has_accept; /* valid upgrades are queued "pending", for the binding's verdict */
   int backlog;
-  tls_ctx *tls; /* the server takes over this reference; NULL: plain TCP */
+  int reuseport; /* SO_REUSEPORT: several processes share the port */
+  tls_ctx *tls;  /* the server takes over this reference; NULL: plain TCP */
 } server_opts;
 
 typedef struct server {

@@ -130,7 +130,7 @@ int topic_subscribe(conn *c, const char *name, size_t len) {
   else
     t->first = m;
   t->last = m;
-  t->n++;
+  if (t->n++ == 0 && conn_loop(c)->topic_hook) conn_loop(c)->topic_hook(conn_loop(c), name, len);
   *conn_topics(c) = m;
   return 1;
 }
@@ -149,7 +149,9 @@ static void leave(loop *l, topic_member *m, topic_member **link) {
   else
     t->last = m->prev;
   free(m);
-  if (--t->n == 0 && !t->pinned) drop_topic(l->topics, t);
+  if (--t->n) return;
+  if (l->topic_hook) l->topic_hook(l, t->name, t->len);
+  if (!t->pinned) drop_topic(l->topics, t);
 }
 
 int topic_unsubscribe(conn *c, const char *name, size_t len) {
@@ -173,6 +175,14 @@ void topic_each(conn *c, void (*fn)(void *ud, const char *name, size_t len), voi
 size_t topic_count(loop *l, const char *name, size_t len) {
   topic *t = lookup(l, name, len);
   return t ? t->n : 0;
+}
+
+void topic_names(loop *l, void (*fn)(void *ud, const char *name, size_t len), void *ud) {
+  topic_table *tt = l->topics;
+  if (!tt) return;
+  for (size_t i = 0; i < tt->nbuckets; i++)
+    for (topic *t = tt->buckets[i]; t; t = t->hnext)
+      if (t->n) fn(ud, t->name, t->len);
 }
 
 void topic_leave_all(conn *c) {

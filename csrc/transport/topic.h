@@ -44,6 +44,9 @@ size_t topic_count(loop *l, const char *name, size_t len);
 int topic_publish(loop *l, const char *name, size_t len, const void *data, size_t n, int binary,
                   conn *except, size_t *queued, size_t *dropped);
 
+/* Calls fn for every topic with subscribers in this process. */
+void topic_names(loop *l, void (*fn)(void *ud, const char *name, size_t len), void *ud);
+
 /* c leaves all its topics (it closes). */
 void topic_leave_all(conn *c);
 

@@ -7,8 +7,8 @@ local options = require "duplex.options"
 local proxy = require "duplex.proxy"
 local reconnect = require "duplex.reconnect"
 
-local type, error, tostring, select, setmetatable, pairs, rawget, pcall =
-  type, error, tostring, select, setmetatable, pairs, rawget, pcall
+local type, error, tostring, tonumber, select, setmetatable, pairs, ipairs, rawget, rawset, pcall =
+  type, error, tostring, tonumber, select, setmetatable, pairs, ipairs, rawget, rawset, pcall
 local io = io
 
 local duplex = { _VERSION = "duplex scm" }
@@ -224,6 +224,85 @@ end
 function duplex.subscribers(topic)
   WS.check_topic(topic, "subscribers")
   return core.subscribers(topic)
+end
+
+-- Broker --------------------------------------------------------------------
+
+local Broker = {}
+local broker_fields = { published = 3, received = 4, dropped = 5, invalid = 6 }
+
+function Broker.__index(self, key)
+  if key == "close" then return Broker.close end
+  local info = { core.broker_info(rawget(self, "_gen")) }
+  if info[1] == "closed" and rawget(self, "_last") then info = rawget(self, "_last") end
+  if key == "state" then return info[1] == "failed" and "connecting" or info[1] end
+  if key == "error" then return info[2] end
+  local i = broker_fields[key]
+  return i and info[i] or nil
+end
+
+-- Stops joining topics through Redis; the counters keep their last values.
+function Broker.close(self)
+  local info = { core.broker_info(rawget(self, "_gen")) }
+  if info[1] ~= "closed" then
+    info[1] = "closed"
+    rawset(self, "_last", info)
+  end
+  core.broker_close(rawget(self, "_gen"))
+end
+
+-- redis://[:password@]host[:port][/db] or unix:/path: host, port, path,
+-- password, db; or nil, err.
+local function parse_redis_url(s)
+  local path = s:match("^unix:(/.+)$")
+  if path then return nil, nil, path end
+  local rest = s:match("^redis://(.+)$")
+  if not rest then return nil, "bad broker URL (redis://[:password@]host[:port][/db] or unix:/path): " .. s end
+  local password
+  local userinfo, hostpart = rest:match("^(.*)@([^@]*)$")
+  if userinfo then
+    password = userinfo:match("^[^:]*:(.*)$") or userinfo
+    rest = hostpart
+  end
+  local hostport, db = rest:match("^([^/]*)/?(%d*)$")
+  if not hostport then return nil, "bad broker URL: " .. s end
+  local host, port = hostport:match("^%[(.+)%]:?(%d*)$")
+  if not host then host, port = hostport:match("^([^:]*):?(%d*)$") end
+  if not host or host == "" then return nil, "bad broker URL (no host): " .. s end
+  return host, tonumber(port) or 6379, nil, password ~= "" and password or nil, tonumber(db)
+end
+
+-- Joins this process's topics to every other process on the same Redis.
+-- Waits for the first connection (at most opts.timeout seconds): the
+-- broker, or nil, err.
+function duplex.broker(target, opts)
+  if type(target) ~= "string" then error("bad argument #1 to 'broker' (URL string expected, got " .. type(target) .. ")", 2) end
+  opts = check_opts(opts, "broker")
+  local host, port, path, password, db = parse_redis_url(target)
+  if not host and not path then return nil, port end
+  local rc = opts.reconnect or {}
+  local timeout = opts.timeout or 5
+  if not (timeout > 0 and timeout <= 86400) then error("option 'timeout' must be a number of seconds > 0", 2) end
+  for _, k in ipairs({ "min", "max" }) do
+    local v = rc[k]
+    if v ~= nil and not (v >= 0 and v <= 86400) then error("option 'reconnect." .. k .. "' must be seconds >= 0", 2) end
+  end
+  if opts.max_queue ~= nil and not (opts.max_queue >= 0) then error("option 'max_queue' must be a number of bytes >= 0", 2) end
+  local gen, id = core_call(core.broker_open, host, port, path, password, db, opts.prefix, timeout,
+    rc.min, rc.max, opts.max_queue)
+  if not gen then return nil, id end
+  local deadline = core.now() + timeout + 1
+  while true do
+    local state, err = core.broker_info(gen)
+    if state == "connected" then break end
+    local left = deadline - core.now()
+    if state ~= "connecting" or left <= 0 then
+      core.broker_close(gen)
+      return nil, err or "redis: connection timed out"
+    end
+    if scheduler.current() then wait(id, left) else scheduler.step(left) end
+  end
+  return setmetatable({ _gen = gen }, Broker)
 end
 
 -- Scheduling and embedding ---------------------------------------------------

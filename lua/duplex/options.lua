@@ -26,7 +26,7 @@ local function conn_options(t)
 end
 
 M.serve = conn_options({
-  host = "string", port = "number", backlog = "number", protocols = "any", origins = "any",
+  host = "string", port = "number", backlog = "number", reuseport = "boolean", protocols = "any", origins = "any",
   http = "function", accept = "function", on_error = "function", handshake_timeout = "number",
   tls = server_tls,
   -- slow subscribers of topics
@@ -46,6 +46,10 @@ M.connect = conn_options({
   reconnect = reconnect, on_open = "function", on_close = "function", queue = "number",
   should_retry = "function",
 })
+
+M.broker = {
+  prefix = "string", timeout = "number", reconnect = { min = "number", max = "number" }, max_queue = "number",
+}
 
 M.server_tls = server_tls
 
