@@ -58,10 +58,19 @@ end
 
 local function alive(pid) return ran(os.execute("kill -0 " .. pid .. " 2>/dev/null")) end
 
+-- The command line that started this Lua, up to the script (the
+-- interpreter and its options, such as -e with module paths).
+local function interpreter()
+  local i = 0
+  while arg[i - 1] do i = i - 1 end
+  local words = {}
+  for j = i, -1 do words[#words + 1] = quote(arg[j]) end
+  return #words > 0 and table.concat(words, " ") or "lua"
+end
+
 local function start_worker(port, redis)
-  local interp = arg[-1] or "lua"
   local p = io.popen(("%s %s --worker %d %s >&2 & echo $!"):format(
-    quote(interp), quote(script), port, quote(redis)))
+    interpreter(), quote(script), port, quote(redis)))
   local pid = tonumber(p:read("*l"))
   p:close()
   return pid
@@ -70,7 +79,10 @@ end
 local function supervise(n, port, redis)
   local workers = {} -- slot -> { pid, started, delay }
   for i = 1, n do workers[i] = { pid = start_worker(port, redis), started = duplex.now(), delay = 1 } end
-  print(("cluster: %d workers on http://127.0.0.1:%d/, Redis %s  (Ctrl-C to stop)"):format(n, port, redis))
+  local pids = {}
+  for i, w in ipairs(workers) do pids[i] = w.pid end
+  print(("cluster: %d workers (pids %s) on http://127.0.0.1:%d/, Redis %s  (Ctrl-C to stop)"):format(
+    n, table.concat(pids, " "), port, redis))
   io.stdout:flush()
   local stopping = false
   local checks = duplex.every(1, function()
