@@ -154,6 +154,7 @@ local function start(opts)
     max_message = 64 * 1024,
     max_backlog = SLOW_CLIENT,
     on_error = opts.on_error,
+    reuseport = opts.reuseport, -- examples/cluster.lua runs several on one port
   }, handler)
 end
 
