@@ -37,6 +37,8 @@ M.connect = conn_options({
   protocols = "any", headers = "any", origin = "string", timeout = "number", tls = client_tls,
 })
 
+M.shutdown = { code = "number", reason = "string", timeout = "number" }
+
 M.server_tls = server_tls
 
 -- Levenshtein distance, given up past 2.

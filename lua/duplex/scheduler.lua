@@ -292,6 +292,8 @@ local function wake(id)
   end
 end
 
+M.wake = wake
+
 local function run_queue()
   while runq_head <= runq_tail do
     local co = runq[runq_head]
