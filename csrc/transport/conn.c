@@ -7,6 +7,8 @@
 #ifdef __linux__
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #endif
 
 #include "transport/inbox.h"
@@ -759,6 +761,28 @@ static int peer_gone(conn *c) {
 #endif
 }
 
+/* Reading paused, a ping out for since_ms: 1 when the kernel shows the
+ * peer there (data came in after the ping: the pong, unread) or cannot tell
+ * (the unread bytes about fill our receive buffer, so the peer is held back
+ * by us, not silent). */
+static int paused_peer_alive(conn *c, uint64_t since_ms) {
+#if defined(__linux__) && defined(TCP_INFO)
+  uv_os_fd_t fd;
+  struct tcp_info ti;
+  socklen_t len = sizeof ti, rlen = sizeof(int);
+  int unread = 0, rcvbuf = 0;
+  if (c->tcp_closing || uv_fileno((uv_handle_t *)&c->tcp, &fd)) return 1;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len)) return 1;
+  if (ti.tcpi_last_data_recv < since_ms) return 1;
+  if (ioctl(fd, FIONREAD, &unread) || getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &rlen))
+    return 1;
+  return unread >= rcvbuf / 4;
+#else
+  (void)c, (void)since_ms;
+  return 1; /* no way to tell: a paused connection's silence says nothing */
+#endif
+}
+
 static void pause_reading(conn *c) {
   stop_reading(c);
   c->paused_at = uv_now(&c->loop->uv);
@@ -822,15 +846,15 @@ static void await_pong(conn *c, uint64_t now, uint64_t drained) {
     c->heard = now;
     c->ping_drained = drained;
   }
+  /* reading is paused because the handler is behind: the pong would wait
+   * unread, so the kernel is asked whether anything came since the ping */
+  if (!c->reading && paused_peer_alive(c, now - c->ping_sent)) c->heard = now;
   if (c->heard >= c->ping_sent) {
     c->awaiting_pong = 0;
     return;
   }
   if (!c->reading && now - c->paused_at < c->opts.ping_timeout_ms) {
-    /* reading is paused because the handler is behind: whatever the peer
-     * sent waits unread, so its silence says nothing yet; once that has sat
-     * past ping_timeout the pong cannot be told from silence, and a peer
-     * that neither answers nor gets its data taken is failed */
+    /* paused only just now: the pong may be on its way */
     arm_timer(c, c->opts.ping_timeout_ms - (now - c->paused_at));
   } else if (c->pong_grace < 2) {
     /* libuv runs timers before reading, so after a stall the pong may be
