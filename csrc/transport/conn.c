@@ -745,7 +745,7 @@ static int push_large(conn *c, int opcode, const uint8_t *data, size_t len) {
 
 /* While reading is paused a peer that went away is not seen (its FIN waits
  * behind the unread bytes): the kernel's view of the socket tells. */
-enum { PROBE_MS = 200 };
+enum { PROBE_MS = 200, PAUSED_SLACK_MS = 20 };
 
 static int peer_gone(conn *c) {
 #if defined(__linux__) && defined(TCP_INFO)
@@ -773,7 +773,8 @@ static int paused_peer_alive(conn *c, uint64_t since_ms) {
   int unread = 0, rcvbuf = 0;
   if (c->tcp_closing || uv_fileno((uv_handle_t *)&c->tcp, &fd)) return 1;
   if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len)) return 1;
-  if (ti.tcpi_last_data_recv < since_ms) return 1;
+  /* the kernel counts in jiffies (4 ms at HZ=250): the doubt goes to the peer */
+  if (ti.tcpi_last_data_recv < since_ms + PAUSED_SLACK_MS) return 1;
   if (ioctl(fd, FIONREAD, &unread) || getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &rlen))
     return 1;
   return unread >= rcvbuf / 4;
