@@ -190,14 +190,31 @@ function ws:publish(topic, data, kind) end
 ---@field port integer the port listened on
 local server = {}
 
----Stops listening; accepted connections carry on.
+---Stops listening; accepted connections carry on (see server:shutdown).
 function server:close() end
+
+---Stops listening, answers 503 to handshakes in progress, closes this server's
+---connections with the close handshake and waits for their handlers (at most
+---timeout seconds, then aborts what is left). Outside a coroutine it starts
+---the work and returns true at once.
+---@param opts? duplex.shutdown_opts
+---@return true|nil ok
+---@return string? err "timed out"
+---@return integer? n_aborted
+function server:shutdown(opts) end
 
 ---Swaps the certificates for connections accepted from then on.
 ---@param tls duplex.server_tls
 ---@return true|nil ok
 ---@return string? err
 function server:reload_tls(tls) end
+
+---@class duplex.shutdown_opts
+---@field code? integer close code (default 1001)
+---@field reason? string close reason (default "server shutting down")
+---@field timeout? number seconds to wait for handlers before aborting (default 10)
+
+---@alias duplex.signal "SIGINT"|"SIGTERM"|"SIGHUP"|"SIGUSR1"|"SIGUSR2"
 
 ---@class duplex.timer
 local timer = {}
@@ -226,9 +243,27 @@ function duplex.serve(opts, handler) end
 function duplex.connect(url, opts) end
 
 ---Runs fn(...) as a coroutine (if given), then the loop until nothing is left or stop().
+---While it runs, SIGINT and SIGTERM without an on_signal handler make it return
+---nil, "interrupted", the signal's name.
 ---@param fn? fun(...)
 ---@param ... any
+---@return nil
+---@return "interrupted"? why
+---@return duplex.signal? signal
 function duplex.run(fn, ...) end
+
+---Every server and client connection: server:shutdown for every server, and
+---the close handshake for every duplex.connect client.
+---@param opts? duplex.shutdown_opts
+---@return true|nil ok
+---@return string? err "timed out"
+---@return integer? n_aborted
+function duplex.shutdown(opts) end
+
+---Runs fn(name) in a coroutine of its own on each delivery of the signal; nil removes it.
+---@param name duplex.signal
+---@param fn? fun(name: duplex.signal)
+function duplex.on_signal(name, fn) end
 
 ---Runs fn(...) in a new coroutine at the next step.
 ---@param fn fun(...)

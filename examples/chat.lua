@@ -168,6 +168,15 @@ if not server then
   io.stderr:write(err, "\n")
   os.exit(1)
 end
+-- SIGTERM (a deploy, systemd, docker stop): every client gets a close 1001
+-- and its handler finishes (at most 5 s), then the process exits with 0.
+-- Ctrl-C (SIGINT, no handler installed) stops duplex.run at once: 130.
+duplex.on_signal("SIGTERM", function()
+  local ok = duplex.shutdown({ code = 1001, reason = "server shutting down", timeout = 5 })
+  duplex.stop()
+  os.exit(ok and 0 or 1)
+end)
 print(("chat on http://127.0.0.1:%d/  (Ctrl-C to stop)"):format(server.port))
 io.stdout:flush()
-duplex.run()
+local _, why, signal = duplex.run()
+if why == "interrupted" then os.exit(signal == "SIGINT" and 130 or 143) end

@@ -1,5 +1,7 @@
 /* The loop functions of duplex.core: step, timeout, alive, pollfd, new_id,
  * sleep, alarm, now. One loop per Lua state, a userdata finalized last. */
+#include <signal.h>
+
 #include "binding/binding.h"
 
 static int l_step(lua_State *L) {
@@ -79,15 +81,38 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+static const char *const signal_names[] = {"SIGINT",  "SIGTERM", "SIGHUP",
+                                           "SIGUSR1", "SIGUSR2", NULL};
+static const int signal_nums[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2};
+
+/* signal(name, id) watches a signal, waking id; signal(name) stops. */
+static int l_signal(lua_State *L) {
+  int signum = signal_nums[luaL_checkoption(L, 1, NULL, signal_names)];
+  int64_t id = lua_isnoneornil(L, 2) ? 0 : (int64_t)luaL_checknumber(L, 2);
+  int rc = loop_signal(binding_loop(L), signum, id);
+  if (rc) return binding_error(L, uv_strerror(rc));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* signal_take(name): deliveries since the last call. */
+static int l_signal_take(lua_State *L) {
+  int signum = signal_nums[luaL_checkoption(L, 1, NULL, signal_names)];
+  lua_pushinteger(L, (lua_Integer)loop_signal_take(binding_loop(L), signum));
+  return 1;
+}
+
 static int l_loop_gc(lua_State *L) {
   loop_close(lua_touserdata(L, 1));
   return 0;
 }
 
-const luaL_Reg lloop_functions[] = {
-    {"step", l_step},     {"timeout", l_timeout}, {"alive", l_alive},
-    {"pollfd", l_pollfd}, {"new_id", l_new_id},   {"sleep", l_sleep},
-    {"alarm", l_alarm},   {"now", l_now},         {NULL, NULL}};
+const luaL_Reg lloop_functions[] = {{"step", l_step},     {"timeout", l_timeout},
+                                    {"alive", l_alive},   {"pollfd", l_pollfd},
+                                    {"new_id", l_new_id}, {"sleep", l_sleep},
+                                    {"alarm", l_alarm},   {"now", l_now},
+                                    {"signal", l_signal}, {"signal_take", l_signal_take},
+                                    {NULL, NULL}};
 
 loop *lloop_new(lua_State *L) {
   loop *l = lua_newuserdata(L, loop_size());

@@ -86,6 +86,14 @@ static int l_server_close(lua_State *L) {
   return 0;
 }
 
+/* shutdown(status): stop listening, refuse handshakes in progress. */
+static int l_server_shutdown(lua_State *L) {
+  lserver *u = luaL_checkudata(L, 1, SERVER_MT);
+  int status = (int)luaL_optinteger(L, 2, 503);
+  if (u->s) server_shutdown(u->s, status);
+  return 0;
+}
+
 int lserver_gc(lua_State *L) {
   lserver *u = luaL_checkudata(L, 1, SERVER_MT);
   if (u->s) server_release(u->s);
@@ -102,8 +110,7 @@ static int l_server_info(lua_State *L) {
   return 3;
 }
 
-const luaL_Reg lserver_methods[] = {{"accept", l_server_accept},
-                                    {"reload_tls", l_server_reload_tls},
-                                    {"close", l_server_close},
-                                    {"info", l_server_info},
-                                    {NULL, NULL}};
+const luaL_Reg lserver_methods[] = {
+    {"accept", l_server_accept}, {"reload_tls", l_server_reload_tls},
+    {"close", l_server_close},   {"shutdown", l_server_shutdown},
+    {"info", l_server_info},     {NULL, NULL}};

@@ -4,6 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#endif
 
 #include "transport/inbox.h"
 #include "transport/outq.h"
@@ -98,6 +104,7 @@ struct conn {
   inbox inbox;                 /* messages the handler has not taken yet */
   struct topic_member *topics; /* its subscriptions (topic.c) */
   uint64_t dropped;            /* publishes dropped over max_backlog */
+  uint64_t paused_at;          /* uv_now() when reading paused for a full inbox */
 };
 
 /* Bytes of our waiting writes that the kernel has taken so far. A write
@@ -735,12 +742,70 @@ static int push_large(conn *c, int opcode, const uint8_t *data, size_t len) {
   return block ? inbox_push_block(&c->inbox, c->loop, opcode, block, cap, len) : -1;
 }
 
+/* While reading is paused a peer that went away is not seen (its FIN waits
+ * behind the unread bytes): the kernel's view of the socket tells. */
+enum { PROBE_MS = 200, PAUSED_SLACK_MS = 20 };
+
+static int peer_gone(conn *c) {
+#if defined(__linux__) && defined(TCP_INFO)
+  uv_os_fd_t fd;
+  struct tcp_info ti;
+  socklen_t len = sizeof ti;
+  if (c->tcp_closing || uv_fileno((uv_handle_t *)&c->tcp, &fd)) return 0;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) || len < 1) return 0;
+  return ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE;
+#else
+  (void)c;
+  return 0;
+#endif
+}
+
+/* Reading paused, a ping out for since_ms: 1 when the kernel shows the
+ * peer there (data came in after the ping: the pong, unread) or cannot tell
+ * (the unread bytes about fill our receive buffer, so the peer is held back
+ * by us, not silent). */
+static int paused_peer_alive(conn *c, uint64_t since_ms) {
+#if defined(__linux__) && defined(TCP_INFO)
+  uv_os_fd_t fd;
+  struct tcp_info ti;
+  socklen_t len = sizeof ti, rlen = sizeof(int);
+  int unread = 0, rcvbuf = 0;
+  if (c->tcp_closing || uv_fileno((uv_handle_t *)&c->tcp, &fd)) return 1;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len)) return 1;
+  /* the kernel counts in jiffies (4 ms at HZ=250): the doubt goes to the peer */
+  if (ti.tcpi_last_data_recv < since_ms + PAUSED_SLACK_MS) return 1;
+  if (ioctl(fd, FIONREAD, &unread) || getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &rlen))
+    return 1;
+  return unread >= rcvbuf / 4;
+#else
+  (void)c, (void)since_ms;
+  return 1; /* no way to tell: a paused connection's silence says nothing */
+#endif
+}
+
+static void pause_reading(conn *c) {
+  stop_reading(c);
+  c->paused_at = uv_now(&c->loop->uv);
+  /* keepalive's timer probes too; else one of our own while paused */
+  if (!c->opts.ping_interval_ms && c->s.close == CLOSE_OPEN) arm_timer(c, PROBE_MS);
+}
+
+/* The timer of a paused open connection: 1 when it found the peer gone
+ * (the connection is failed). */
+static int probe_paused(conn *c) {
+  if (c->reading || c->s.close != CLOSE_OPEN || !peer_gone(c)) return 0;
+  session_event(&c->s, CLOSE_EV_PEER_EOF, 0,
+                "connection closed by the peer while reading was paused", 0);
+  return 1;
+}
+
 static int hook_message(void *ud, int opcode, const uint8_t *data, size_t len) {
   conn *c = ud;
   int rc = len < ADOPT_MIN ? inbox_push_copy(&c->inbox, c->loop, opcode, data, len)
                            : push_large(c, opcode, data, len);
   if (rc) return -1;
-  if (c->inbox.bytes >= c->opts.high_water) stop_reading(c); /* the handler is behind */
+  if (c->inbox.bytes >= c->opts.high_water && c->reading)
+    pause_reading(c); /* the handler is behind */
   wake(c);
   return 0;
 }
@@ -774,14 +839,16 @@ static void await_pong(conn *c, uint64_t now, uint64_t drained) {
     c->heard = now;
     c->ping_drained = drained;
   }
+  /* reading is paused because the handler is behind: the pong would wait
+   * unread, so the kernel is asked whether anything came since the ping */
+  if (!c->reading && paused_peer_alive(c, now - c->ping_sent)) c->heard = now;
   if (c->heard >= c->ping_sent) {
     c->awaiting_pong = 0;
     return;
   }
-  if (!c->reading) {
-    /* reading is paused because the handler is behind: whatever the peer
-     * sent waits unread, so its silence says nothing */
-    arm_timer(c, c->opts.ping_timeout_ms);
+  if (!c->reading && now - c->paused_at < c->opts.ping_timeout_ms) {
+    /* paused only just now: the pong may be on its way */
+    arm_timer(c, c->opts.ping_timeout_ms - (now - c->paused_at));
   } else if (c->pong_grace < 2) {
     /* libuv runs timers before reading, so after a stall the pong may be
      * waiting unread; two more loop iterations (a peer in this process
@@ -821,8 +888,12 @@ static void on_timer(uv_timer_t *t) {
     conn_abort(c, "handshake timed out");
   else if (c->s.close != CLOSE_OPEN)
     session_event(&c->s, CLOSE_EV_TIMEOUT, 0, "close handshake timed out", 0);
+  else if (probe_paused(c))
+    return;
   else if (c->opts.ping_interval_ms)
     keepalive(c);
+  else if (!c->reading)
+    arm_timer(c, PROBE_MS);
 }
 
 /* The handshake succeeded: frames flow, and the bytes that followed the
@@ -1004,6 +1075,16 @@ const char *conn_head(const conn *c, size_t *len, int *request) {
 /* A pending upgrade keeps its head for conn_accept_upgrade. */
 void conn_drop_head(conn *c) {
   if (state_of(c) != CONN_PENDING) session_drop_head(&c->s);
+}
+
+int conn_refuse_handshake(conn *c, int status) {
+  if (!c->is_server || state_of(c) != CONN_HANDSHAKE || c->tcp_closing) return -1;
+  if (c->tls && !c->tls_ready) return -1; /* no channel to answer on yet */
+  static const char body[] = "server shutting down\n";
+  static const char *const names[] = {"Content-Type"}, *const values[] = {"text/plain"};
+  stop_reading(c);
+  c->phase = CONN_HTTP;
+  return conn_respond_http(c, status, names, values, 1, body, sizeof body - 1);
 }
 
 int conn_accept_upgrade(conn *c) {

@@ -218,6 +218,11 @@ int conn_start_close(conn *c, unsigned code, const char *reason, size_t len);
 int conn_respond_http(conn *c, int status, const char *const *names, const char *const *values,
                       size_t nheaders, const char *body, size_t body_len);
 
+/* Server, still reading the request head: answers status (503 at
+ * shutdown) and ends the connection. 0, or -1 when c is past that (or a TLS
+ * handshake is not done: then abort it). */
+int conn_refuse_handshake(conn *c, int status);
+
 /* Server, state "pending" (the policy's has_accept): the application
  * accepts the upgrade; the 101 goes out and the connection opens. 0, or -1
  * when c is not pending any more (dropped by the handshake timeout, say). */

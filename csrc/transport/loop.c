@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -331,6 +332,52 @@ int loop_timeout(loop *l) {
 
 int loop_alive(loop *l) {
   return l->nready || l->wake_all || l->dirty || has_deferred(l) || uv_loop_alive(&l->uv);
+}
+
+/* Signals */
+
+static const int watchable[LOOP_NSIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2};
+
+static int signal_slot(int signum) {
+  for (int i = 0; i < LOOP_NSIGNALS; i++)
+    if (watchable[i] == signum) return i;
+  return -1;
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  loop *l = h->loop->data;
+  int i = signal_slot(signum);
+  if (i < 0 || !l->signal_id[i]) return;
+  l->signal_count[i]++;
+  loop_wake(l, l->signal_id[i]);
+}
+
+int loop_signal(loop *l, int signum, int64_t id) {
+  int i = signal_slot(signum);
+  if (i < 0) return UV_EINVAL;
+  uv_signal_t *h = &l->signals[i];
+  if (!id) {
+    if (l->signal_inited & (1u << i)) uv_signal_stop(h);
+    l->signal_id[i] = 0;
+    l->signal_count[i] = 0;
+    return 0;
+  }
+  if (!(l->signal_inited & (1u << i))) {
+    int rc = uv_signal_init(&l->uv, h);
+    if (rc) return rc;
+    uv_unref((uv_handle_t *)h);
+    l->signal_inited |= 1u << i;
+  }
+  l->signal_id[i] = id;
+  return uv_signal_start(h, on_signal, signum);
+}
+
+unsigned loop_signal_take(loop *l, int signum) {
+  int i = signal_slot(signum);
+  if (i < 0) return 0;
+  unsigned n = l->signal_count[i];
+  l->signal_count[i] = 0;
+  return n;
 }
 
 /* Transport API for the binding */

@@ -62,6 +62,9 @@ typedef struct loop_task {
  * with nothing else to do still runs them at nearly full speed. */
 enum { LOOP_TLS_STEPS = 16 };
 
+/* The signals Lua may watch (loop_signal), as slots. */
+enum { LOOP_NSIGNALS = 5 };
+
 typedef struct loop {
   uv_loop_t uv;
   uv_timer_t step_timer;  /* bounds one step's wait */
@@ -107,7 +110,13 @@ typedef struct loop {
   uint8_t *plain;
   unsigned tls_steps; /* handshake steps left in this step (LOOP_TLS_STEPS) */
   loop_task deferred; /* ring of handshakes put off, oldest first */
-  uint8_t pool[256];  /* random bytes for client masking keys, refilled from OpenSSL */
+  /* signals watched for Lua (loop_signal), by LOOP_SIG_* slot; their
+   * handles are unref'd: a watched signal keeps nothing alive */
+  uv_signal_t signals[LOOP_NSIGNALS];
+  int64_t signal_id[LOOP_NSIGNALS];     /* the id a delivery wakes, 0: not watched */
+  unsigned signal_count[LOOP_NSIGNALS]; /* deliveries not yet taken */
+  unsigned signal_inited;               /* bit per slot: handle initialised */
+  uint8_t pool[256]; /* random bytes for client masking keys, refilled from OpenSSL */
   size_t pool_left;
   uint8_t readbuf[LOOP_READ_SIZE];
 } loop;
@@ -186,6 +195,15 @@ int loop_timeout(loop *l);
 /* 1 while anything (listener, connection, sleeper, queued output) keeps the
  * loop alive. */
 int loop_alive(loop *l);
+
+/* Watches signal signum (one of SIGINT, SIGTERM, SIGHUP, SIGUSR1,
+ * SIGUSR2): each delivery is counted and wakes id; id 0 stops watching
+ * (the process's default action comes back). 0, or a libuv error (UV_EINVAL
+ * for another signal). */
+int loop_signal(loop *l, int signum, int64_t id);
+
+/* Deliveries of signum since the last call (0 for a signal not watched). */
+unsigned loop_signal_take(loop *l, int signum);
 
 /* Transport API for the binding (see transport/api.h) */
 

@@ -209,6 +209,19 @@ void server_close(server *s) {
   loop_wake(s->loop, s->id);
 }
 
+void server_shutdown(server *s, int status) {
+  if (!s->closing) {
+    s->closing = 1;
+    uv_close((uv_handle_t *)&s->tcp, on_server_closed);
+  }
+  /* a refused one stays listed until its teardown closes it */
+  for (conn *c = s->handshaking, *next; c; c = next) {
+    next = conn_link_of(c)->next;
+    if (conn_refuse_handshake(c, status)) conn_abort(c, "server shutting down");
+  }
+  loop_wake(s->loop, s->id);
+}
+
 void server_release(server *s) {
   server_close(s);
   server_unref(s);

@@ -62,6 +62,11 @@ void server_set_tls(server *s, tls_ctx *ctx);
  * already accepted carry on. */
 void server_close(server *s);
 
+/* Stops listening and answers status to every connection still sending
+ * its request head; what is queued for server_accept stays for the binding
+ * to answer. */
+void server_shutdown(server *s, int status);
+
 /* The binding lets go of s; freed once its handle is closed. */
 void server_release(server *s);
 

@@ -370,7 +370,7 @@ function M.main(args)
   end
   local status
   -- no pcall inside the coroutine: PUC Lua 5.1 cannot yield across one
-  local rok, err = pcall(duplex.run, function()
+  local rok, err, why, signal = pcall(duplex.run, function()
     status = run()
     local fok, ferr = stdio.flush()
     if not fok then say(ferr) end
@@ -381,6 +381,8 @@ function M.main(args)
     say(tostring(err))
     return M.FAILED
   end
+  -- Ctrl-C or a SIGTERM with no handler: the shell's convention, 128 + signal
+  if why == "interrupted" then return signal == "SIGINT" and 130 or 143 end
   return status or M.FAILED
 end
 

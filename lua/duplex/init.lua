@@ -43,6 +43,8 @@ local split_target, request_of = WS.split_target, WS.request_of
 local Server = {}
 Server.__index = Server
 
+-- Stops listening (and drops handshakes in progress); open connections
+-- carry on. Server:shutdown ends them too.
 function Server:close()
   self._s:close()
 end
@@ -60,13 +62,31 @@ end
 -- finds its ws here.
 local ws_of = setmetatable({}, { __mode = "k" })
 
+-- Lifecycle bookkeeping: each server's running handlers (ws -> true) and
+-- upgrades waiting for an accept hook (c -> true), and every client
+-- connection (weak: one nobody holds is closed by the collector anyway).
+local servers = setmetatable({}, { __mode = "k" }) -- server -> true
+local clients = setmetatable({}, { __mode = "k" }) -- ws -> true
+local done_id = core.new_id() -- woken whenever a handler ends (shutdown waits on it)
+
+local function handler_done(ws)
+  local server = rawget(ws, "_server")
+  if server and server._live[ws] then
+    server._live[ws] = nil
+    server._nlive = server._nlive - 1
+    scheduler.wake(done_id)
+  end
+end
+
 local function run_handler(handler, ws)
   handler(ws)
   if ws.state ~= "closed" then ws:close() end
+  handler_done(ws)
 end
 
 local function handler_failed(co, err, trace)
   local ws = ws_of[co]
+  handler_done(ws)
   -- an internal error: tell the peer (1011) and let the close finish on its
   -- own (the waiting coroutine keeps ws alive until then)
   rawget(ws, "_c"):close(1011, "internal error")
@@ -74,10 +94,14 @@ local function handler_failed(co, err, trace)
   ;(rawget(ws, "_on_error") or stderr_handler)(ws, err, trace)
 end
 
-local function serve_websocket(c, opts, handler, request)
+local function serve_websocket(server, c, opts, handler, request)
   -- without an accept hook ws.request is built when first read
   local ws = WS.wrap(c, request and { request = request })
   ws._on_error = opts.on_error
+  ws._server = server
+  server._live[ws] = true
+  server._nlive = server._nlive + 1
+  if server._closing then c:close(server._closing.code, server._closing.reason) end
   ws_of[spawn(run_handler, handler_failed, handler, ws)] = ws
 end
 
@@ -96,14 +120,16 @@ end
 
 -- An upgrade waits (not read from, under handshake_timeout) for the accept
 -- hook: nothing or true upgrades it, a status refuses it with that answer.
-local function serve_pending(c, opts, handler)
+local function serve_pending(server, c, opts, handler)
   local req = request_of(c)
   req.remote = c:remote()
+  server._pending[c] = true
   spawn(function()
     local verdict, headers, body = opts.accept(req)
+    server._pending[c] = nil
     if verdict == nil or verdict == true then
-      -- false: the handshake timeout dropped it meanwhile
-      if c:accept() then serve_websocket(c, opts, handler, req) end
+      -- false: the handshake timeout (or a shutdown) dropped it meanwhile
+      if c:accept() then serve_websocket(server, c, opts, handler, req) end
       return
     end
     if type(verdict) ~= "number" or verdict < 200 then
@@ -123,17 +149,20 @@ function duplex.serve(opts, handler)
   local s, err = core_call(core.listen, opts)
   if not s then return nil, err end
   local id, port = s:info()
-  local server = setmetatable({ _s = s, port = port }, Server)
+  local server = setmetatable({ _s = s, port = port, _live = {}, _nlive = 0, _pending = {} }, Server)
+  servers[server] = true
   spawn(function()
     while true do
       local c, state = s:accept()
       if c then
-        if state == "pending" then
-          serve_pending(c, opts, handler)
+        if server._closing and state ~= "open" then
+          c:respond(503, { ["Content-Type"] = "text/plain" }, "server shutting down\n")
+        elseif state == "pending" then
+          serve_pending(server, c, opts, handler)
         elseif state == "http" then
           serve_http(c, opts)
         else
-          serve_websocket(c, opts, handler)
+          serve_websocket(server, c, opts, handler)
         end
       elseif select(3, s:info()) then
         return
@@ -172,12 +201,148 @@ local function await_open(c, u, target, opts)
   for name, value in pairs(opts.headers or {}) do sent[name:lower()] = value end
   if opts.origin then sent.origin = opts.origin end
   local status, reason, headers = c:head() -- the 101 answer; frees its buffer
-  return WS.wrap(c, {
+  local ws = WS.wrap(c, {
     url = target,
     request = { method = "GET", target = u.target, path = path, query = query, params = url.params(query),
       headers = sent },
     response = { status = status, reason = reason, headers = headers or {} },
   })
+  clients[ws] = true
+  return ws
+end
+
+-- Shutdown --------------------------------------------------------------------
+
+local function shutdown_opts(opts, fname)
+  opts = check_opts(opts, fname)
+  local code, reason, timeout = opts.code or 1001, opts.reason or "server shutting down", opts.timeout or 10
+  if type(code) ~= "number" then error("bad argument #1 to '" .. fname .. "' (code: number expected)", 3) end
+  if type(reason) ~= "string" then error("bad argument #1 to '" .. fname .. "' (reason: string expected)", 3) end
+  if type(timeout) ~= "number" or not (timeout >= 0) then
+    error("bad argument #1 to '" .. fname .. "' (timeout: seconds expected, a number >= 0)", 3)
+  end
+  return { code = code, reason = reason }, timeout
+end
+
+-- Stops the listener, refuses handshakes in progress (503) and starts the
+-- close handshake on every open connection of server.
+local function begin_server_shutdown(server, how)
+  if server._closing then return end
+  server._closing = how
+  local s = server._s
+  s:shutdown(503)
+  -- what was upgraded but not yet handed out: the accept loop serves it, closing at once
+  for c in pairs(server._pending) do
+    server._pending[c] = nil
+    c:respond(503, { ["Content-Type"] = "text/plain" }, "server shutting down\n")
+  end
+  for ws in pairs(server._live) do rawget(ws, "_c"):close(how.code, how.reason) end
+end
+
+local function client_open(ws)
+  return ws.state ~= "closed"
+end
+
+-- Waits (bounded) until list() is empty; then aborts what is left.
+local function finish(left, abort, timeout)
+  local deadline = scheduler.now_ms() + timeout * 1000
+  while left() > 0 do
+    local ms = deadline - scheduler.now_ms()
+    if ms <= 0 then break end
+    wait(done_id, math.min(ms, 50) / 1000) -- a closing client wakes nobody here: poll it too
+  end
+  local n = left()
+  if n == 0 then return true end
+  abort()
+  return nil, "timed out", n
+end
+
+local function run_or_spawn(fn, ...)
+  if scheduler.current() then return fn(...) end
+  spawn(fn, nil, ...) -- outside a coroutine: it goes on as the loop runs
+  return true
+end
+
+local function shutdown_servers(list, how, timeout, with_clients)
+  for i = 1, #list do begin_server_shutdown(list[i], how) end
+  local mine = {}
+  if with_clients then
+    for ws in pairs(clients) do
+      if client_open(ws) then
+        mine[#mine + 1] = ws
+        rawget(ws, "_c"):close(how.code, how.reason)
+      end
+    end
+  end
+  return finish(function()
+    local n = 0
+    for i = 1, #list do n = n + list[i]._nlive end
+    for i = 1, #mine do if client_open(mine[i]) then n = n + 1 end end
+    return n
+  end, function()
+    for i = 1, #list do
+      for ws in pairs(list[i]._live) do rawget(ws, "_c"):abort("shutdown timed out") end
+    end
+    for i = 1, #mine do rawget(mine[i], "_c"):abort("shutdown timed out") end
+  end, timeout)
+end
+
+-- This server's connections only.
+function Server:shutdown(opts)
+  local how, timeout = shutdown_opts(opts, "shutdown")
+  return run_or_spawn(shutdown_servers, { self }, how, timeout, false)
+end
+
+-- Every server and client connection of the process.
+function duplex.shutdown(opts)
+  local how, timeout = shutdown_opts(opts, "shutdown")
+  local list = {}
+  for server in pairs(servers) do list[#list + 1] = server end
+  return run_or_spawn(shutdown_servers, list, how, timeout, true)
+end
+
+-- Signals ---------------------------------------------------------------------
+
+local SIGNALS = { SIGINT = true, SIGTERM = true, SIGHUP = true, SIGUSR1 = true, SIGUSR2 = true }
+local signals = {} -- name -> { id, fn = the application's, default = duplex.run's }
+
+local function signal_arm(name)
+  local sig = signals[name]
+  if sig.fn or sig.default then core.signal(name, sig.id) else core.signal(name) end
+end
+
+local function signal_watch(name)
+  local sig = signals[name]
+  while true do
+    wait(sig.id)
+    for _ = 1, core.signal_take(name) do
+      if sig.fn then
+        spawn(sig.fn, nil, name)
+      elseif sig.default then
+        sig.default(name)
+      end
+    end
+  end
+end
+
+local function signal_of(name)
+  local sig = signals[name]
+  if not sig then
+    sig = { id = core.new_id() }
+    signals[name] = sig
+    spawn(signal_watch, nil, name) -- parked for good: it keeps nothing alive
+  end
+  return sig
+end
+
+function duplex.on_signal(name, fn)
+  if not SIGNALS[name] then
+    error("bad argument #1 to 'on_signal' (one of \"SIGINT\", \"SIGTERM\", \"SIGHUP\", \"SIGUSR1\", " ..
+      "\"SIGUSR2\" expected, got " .. tostring(name) .. ")", 2)
+  end
+  if fn ~= nil and type(fn) ~= "function" then error("bad argument #2 to 'on_signal' (function or nil expected)", 2) end
+  signal_of(name).fn = fn
+  signal_arm(name)
 end
 
 -- One dial of target (a string): the ws, or nil, err [, response]. A bad
@@ -334,8 +499,11 @@ function duplex.after(seconds, fn)
   return scheduler.timer(seconds, fn)
 end
 
+-- While it runs, SIGINT and SIGTERM without a handler of the application's
+-- stop it: it returns nil, "interrupted", the signal's name. Only then: a
+-- host that embeds duplex (step/pollfd) keeps its own signal handling.
 function duplex.run(fn, ...)
-  local failure
+  local failure, interrupted
   if fn ~= nil then
     if type(fn) ~= "function" then error("bad argument #1 to 'run' (function expected)", 2) end
     spawn(fn, function(_, _, trace)
@@ -343,8 +511,22 @@ function duplex.run(fn, ...)
       scheduler.stop()
     end, ...)
   end
-  scheduler.run()
+  local function default(name)
+    interrupted = interrupted or name
+    scheduler.stop()
+  end
+  for _, name in ipairs({ "SIGINT", "SIGTERM" }) do
+    signal_of(name).default = default
+    signal_arm(name)
+  end
+  local ok, err = pcall(scheduler.run)
+  for _, name in ipairs({ "SIGINT", "SIGTERM" }) do
+    signals[name].default = nil
+    signal_arm(name)
+  end
+  if not ok then error(err, 0) end
   if failure then error(failure, 0) end
+  if interrupted then return nil, "interrupted", interrupted end
 end
 
 duplex.stop = scheduler.stop

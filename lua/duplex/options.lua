@@ -50,6 +50,7 @@ M.connect = conn_options({
 M.broker = {
   prefix = "string", timeout = "number", reconnect = { min = "number", max = "number" }, max_queue = "number",
 }
+M.shutdown = { code = "number", reason = "string", timeout = "number" }
 
 M.server_tls = server_tls
 
