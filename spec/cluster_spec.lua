@@ -57,7 +57,7 @@ describe("examples/cluster.lua", function()
     support.run(function()
       local port = redis.free_port()
       local p = support.start(support.lua_argv("examples/cluster.lua", WORKERS, port, r:url()), 60)
-      local pids = support.wait_for_output(p, "workers %(pids ([%d ]+)%) on http://127%.0%.1:" .. port, 10)
+      local pids = support.wait_for_output(p, "workers %(pids ([%d ]+)%) on http://127%.0%.0%.1:" .. port, 10)
       assert(pids, "cluster.lua did not start: " .. support.describe(p))
       local workers = {}
       for pid in pids:gmatch("%d+") do workers[#workers + 1] = tonumber(pid) end
