@@ -167,6 +167,27 @@ describe("duplex.shutdown", function()
     end)
   end)
 
+  it("closes a reconnecting client for good: it does not take the 1001 for a reason to retry", function()
+    run(function()
+      local got, opens = nil, 0
+      local s = helpers.serve({}, function(ws)
+        local _, _, code = ws:receive()
+        got = code
+      end)
+      local ws = assert(duplex.connect(helpers.url(s.port), {
+        reconnect = { min = 0.01, max = 0.02 },
+        on_open = function() opens = opens + 1 end,
+      }))
+      assert.equal("open", ws.state)
+      assert.is_true(duplex.shutdown({ timeout = 2 }))
+      assert.equal("closed", ws.state)
+      assert.equal(1001, got)
+      duplex.sleep(0.1) -- a retry would have dialed by now
+      assert.equal(1, opens)
+      assert.equal(0, ws.reconnects)
+    end)
+  end)
+
   it("leaves nothing behind: duplex.run then returns by itself (a child process)", function()
     run(function()
       local p = lua_child([[

@@ -263,17 +263,30 @@ local function run_or_spawn(fn, ...)
   return true
 end
 
-local function shutdown_servers(list, how, timeout, with_clients)
-  for i = 1, #list do begin_server_shutdown(list[i], how) end
-  local mine = {}
-  if with_clients then
-    for ws in pairs(clients) do
-      if client_open(ws) then
-        mine[#mine + 1] = ws
-        rawget(ws, "_c"):close(how.code, how.reason)
-      end
+-- Starts closing every client connection: the ws list. A reconnecting
+-- one is closed as a whole (its close stops the retries), never through
+-- its current connection, whose close it would take for a reason to retry.
+local function close_clients(how)
+  local mine, inner = {}, {}
+  local rws = reconnect.open_clients()
+  for i = 1, #rws do
+    local w = rws[i]
+    if rawget(w, "_ws") then inner[rawget(w, "_ws")] = true end
+    mine[#mine + 1] = w
+    spawn(w.close, nil, w, how.code, how.reason)
+  end
+  for ws in pairs(clients) do
+    if client_open(ws) and not inner[ws] then
+      mine[#mine + 1] = ws
+      rawget(ws, "_c"):close(how.code, how.reason)
     end
   end
+  return mine
+end
+
+local function shutdown_servers(list, how, timeout, with_clients)
+  for i = 1, #list do begin_server_shutdown(list[i], how) end
+  local mine = with_clients and close_clients(how) or {}
   return finish(function()
     local n = 0
     for i = 1, #list do n = n + list[i]._nlive end
@@ -283,7 +296,10 @@ local function shutdown_servers(list, how, timeout, with_clients)
     for i = 1, #list do
       for ws in pairs(list[i]._live) do rawget(ws, "_c"):abort("shutdown timed out") end
     end
-    for i = 1, #mine do rawget(mine[i], "_c"):abort("shutdown timed out") end
+    for i = 1, #mine do
+      local c = rawget(mine[i], "_c")
+      if c then c:abort("shutdown timed out") else mine[i]:abort() end
+    end
   end, timeout)
 end
 

@@ -359,6 +359,16 @@ end
 
 M._of = setmetatable({}, { __mode = "k" }) -- supervisor coroutine -> its ws
 
+-- Every reconnecting ws not closed yet: duplex.shutdown closes these
+-- through their own close, so that they stop retrying.
+function M.open_clients()
+  local list = {}
+  for _, ws in pairs(M._of) do
+    if ws.state ~= "closed" then list[#list + 1] = ws end
+  end
+  return list
+end
+
 -- The reconnecting ws --------------------------------------------------------------
 
 local methods = {}
