@@ -289,7 +289,10 @@ describe("duplex.broker", function()
       assert.are.equal(100000, tonumber(published) + tonumber(dropped))
       local grown = rss_kb(nodes[1].pid) - before
       io.stdout:write(("broker: paused Redis: %s published, %s dropped, RSS +%d KiB\n"):format(published, dropped, grown))
-      assert.is_true(grown < 64 * 1024, "RSS grew by " .. grown .. " KiB")
+      -- (under ASan freed memory sits in its quarantine: RSS tells nothing)
+      if not (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+        assert.is_true(grown < 64 * 1024, "RSS grew by " .. grown .. " KiB")
+      end
     end, 20)
   end)
 
