@@ -3,7 +3,11 @@
 # written with duplex topics (LuaJIT, Lua 5.4), duplex with a hand-written
 # fan-out loop, and Node `ws` with its documented broadcast loop. Server on
 # CPU 0, generator on CPU 1; the servers take turns in every repeat. See
-# bench/README.md, section "Fan-out".
+# bench/README.md, section "Fan-out". duplex-redis2 is two LuaJIT processes
+# of the topics server on one port (reuseport), joined through a
+# redis-server this script starts (on CPU 0 with them): the subscribers
+# spread over both, and a publish reaches the other process through Redis.
+# Its server CPU columns are the first process's alone.
 #
 #   bash bench/fanout.sh                 # everything, at most TIME_LIMIT s
 #   SERVERS="duplex-manual node-ws" REPEAT=1 FANOUT_CONNS=1000 bash bench/fanout.sh
@@ -21,7 +25,7 @@ BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
 . "$BENCH/lib.sh"
 
-SERVERS=${SERVERS:-"duplex-luajit duplex-lua5.4 duplex-manual node-ws"}
+SERVERS=${SERVERS:-"duplex-luajit duplex-lua5.4 duplex-manual duplex-redis2 node-ws"}
 REPEAT=${REPEAT:-3}
 DURATION=${DURATION:-3}
 WARMUP=${WARMUP:-1}
@@ -40,11 +44,15 @@ GEN=$BENCH/fanout
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/duplex-fanout.XXXXXX")
 SERVER_PID=
 GEN_PID=
+EXTRA_PID=
+REDIS_PID=
 DEADLINE=$((SECONDS + TIME_LIMIT))
 
 cleanup() {
   stop_pid "$GEN_PID"
   stop_pid "$SERVER_PID"
+  stop_pid "$EXTRA_PID"
+  stop_pid "$REDIS_PID"
   SERVER_PID=
   local p
   for p in $(jobs -p); do stop_pid "$p"; done
@@ -84,12 +92,52 @@ why_unavailable() { # NAME: prints why NAME cannot run, or nothing
         echo "this duplex has no topics yet (duplex.publish)"
       fi
       ;;
+    duplex-redis2)
+      if ! command -v redis-server >/dev/null; then
+        echo "install it: apt-get install redis-server"
+      elif [ ! -f "$ROOT/build/luajit/duplex/core.so" ]; then
+        echo "build it: make LUA=luajit build/luajit/duplex/core.so"
+      elif ! env "LUA_PATH=$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" "LUA_CPATH=$ROOT/build/luajit/?.so;;" \
+          luajit -e 'os.exit(require("duplex").broker and 0 or 1)' 2>/dev/null; then
+        echo "this duplex has no broker yet (duplex.broker)"
+      fi
+      ;;
     node-ws)
       command -v node >/dev/null && [ -d "$BENCH/node_modules/ws" ] ||
         echo "install it: (cd bench && npm ci)"
       ;;
     *) echo "unknown server" ;;
   esac
+}
+
+# The Redis for duplex-redis2, started once, on the port before PORT.
+start_redis() {
+  [ -n "$REDIS_PID" ] && return 0
+  $PIN_SERVER redis-server --port $((PORT - 1)) --bind 127.0.0.1 --save '' --appendonly no \
+    >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!
+  wait_listening "$REDIS_PID" $((PORT - 1))
+}
+
+listeners() { # PORT: how many sockets listen on 127.0.0.1:PORT
+  grep -c " $(printf '0100007F:%04X' "$1") 00000000:0000 0A " /proc/net/tcp
+}
+
+# duplex-redis2: the second process, once the first listens
+start_second() { # PORT MODE TOPICS
+  local port=$1 i
+  shift
+  env "LUA_PATH=$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" "LUA_CPATH=$ROOT/build/luajit/?.so;;" \
+    "FANOUT_BROKER=redis://127.0.0.1:$((PORT - 1))" \
+    $PIN_SERVER luajit "$BENCH/servers/duplex_fanout.lua" "$port" "$@" >"$WORK/second.log" 2>&1 &
+  EXTRA_PID=$!
+  for i in $(seq 100); do
+    [ "$(listeners "$port")" -ge 2 ] && return 0
+    kill -0 "$EXTRA_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  say "  the second duplex-redis2 process did not listen: $(tail -3 "$WORK/second.log")"
+  return 1
 }
 
 # Each server is started as one simple command (env and taskset exec it), so
@@ -103,12 +151,22 @@ start_server() { # NAME PORT MODE TOPICS
   esac
   if [ "$name" = node-ws ]; then
     $PIN_SERVER node "$BENCH/servers/node_ws_fanout.js" "$port" "$@" >"$log" 2>&1 &
+  elif [ "$name" = duplex-redis2 ]; then
+    start_redis || { say "  redis-server did not start: $(tail -3 "$WORK/redis.log")"; return 1; }
+    env "LUA_PATH=$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" "LUA_CPATH=$ROOT/build/luajit/?.so;;" \
+      "FANOUT_BROKER=redis://127.0.0.1:$((PORT - 1))" \
+      $PIN_SERVER luajit "$BENCH/servers/$script" "$port" "$@" >"$log" 2>&1 &
   else
     env "LUA_PATH=$ROOT/lua/?.lua;$ROOT/lua/?/init.lua;;" "LUA_CPATH=$ROOT/build/$lua/?.so;;" \
       $PIN_SERVER $lua "$BENCH/servers/$script" "$port" "$@" >"$log" 2>&1 &
   fi
   SERVER_PID=$!
-  wait_listening "$SERVER_PID" "$port" && return 0
+  if wait_listening "$SERVER_PID" "$port"; then
+    [ "$name" != duplex-redis2 ] && return 0
+    start_second "$port" "$@" && return 0
+    stop_pid "$EXTRA_PID"
+    EXTRA_PID=
+  fi
   say "  $name did not start listening on port $port: $(tail -3 "$log")"
   stop_pid "$SERVER_PID"
   SERVER_PID=
@@ -141,7 +199,8 @@ run() {
   GEN_PID=
   out=$(cat "$WORK/gen.out")
   stop_pid "$SERVER_PID"
-  SERVER_PID=
+  stop_pid "$EXTRA_PID"
+  SERVER_PID= EXTRA_PID=
   if [ -z "$out" ]; then
     say "  $name $label: generator failed (exit $rc): $(tail -1 "$WORK/gen.err")"
     return 1

@@ -5,7 +5,10 @@
 -- that arrives is published to topic1 with duplex.publish (every subscriber,
 -- the sender included). MODE chat: each message is ws:publish-ed to topic1
 -- (every subscriber but the sender). TOPICS 0 or 3 with bench/fanout --mode
--- idle measures what a membership costs. (LUA_PATH / LUA_CPATH must find
+-- idle measures what a membership costs. With FANOUT_BROKER set (a Redis
+-- URL) it joins the broker and listens with reuseport, so that several of
+-- it share the port and their topics (bench/fanout.sh's duplex-redis2).
+-- (LUA_PATH / LUA_CPATH must find
 -- lua/duplex and build/<lua>/duplex/core.so; bench/fanout.sh sets them.)
 local duplex = require "duplex"
 
@@ -50,5 +53,7 @@ local handlers = {
   end,
 }
 
-assert(duplex.serve({ host = "127.0.0.1", port = port }, handlers[mode]))
+local broker_url = os.getenv("FANOUT_BROKER")
+if broker_url then assert(duplex.broker(broker_url)) end
+assert(duplex.serve({ host = "127.0.0.1", port = port, reuseport = broker_url ~= nil }, handlers[mode]))
 duplex.run()
