@@ -238,6 +238,27 @@ describe("history", function()
     end, 10)
   end)
 
+  it("closes a subscriber with 1013 whose replay passes max_backlog under on_backlog = \"close\"", function()
+    helpers.run(function()
+      local conns = {}
+      local server = history_server({ max_backlog = 64 * 1024, on_backlog = "close", close_timeout = 1 }, conns)
+      duplex.history("bigc", { size = 100 })
+      local pad = ("q"):rep(16 * 1024)
+      for i = 1, 100 do duplex.publish("bigc", format("%08d", i) .. pad, "binary") end
+      local raw = helpers.raw_ws_client(server.port, { path = "/bigc?since=earliest", rcvbuf = 4096 })
+      assert(helpers.wait_until(function() return conns.bigc ~= nil end, 3))
+      local ws = conns.bigc.ws
+      assert(ws.dropped > 0)
+      assert.are_not.equal("open", ws.state) -- closing with 1013
+      assert.equal(0, duplex.subscribers("bigc")) -- it left the topic on closing
+      local q, d = duplex.publish("bigc", "after")
+      assert.equal(0, q); assert.equal(0, d)
+      raw:close()
+      assert(helpers.wait_until(function() return ws.state == "closed" end, 3))
+      duplex.history("bigc", false)
+    end, 10)
+  end)
+
   it("history(topic, false) lets the topic go; checks its options", function()
     helpers.run(function()
       local conns = {}
