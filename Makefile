@@ -72,6 +72,7 @@ build/ctest/%: csrc/test/%.c $(PROTO_SRC) $(CORE_HDR) csrc/test/*.h
 
 # C tests of a transport file link it besides the protocol layer
 build/ctest/test_tls: csrc/transport/tls.c
+build/ctest/test_history: csrc/transport/history.c
 # test_topic runs the whole transport and counts allocations
 build/ctest/test_topic: $(TRANSPORT_SRC)
 build/ctest/test_topic: CTEST_LDFLAGS = -Wl,--wrap=malloc

@@ -162,10 +162,14 @@ function ws:abort() end
 ---Waits until the connection is over.
 function ws:wait_closed() end
 
+---@class duplex.subscribe_opts
+---@field since? string replay the topic's history after this id ("earliest": all it holds), then go live
+
 ---@param topic string
+---@param opts? duplex.subscribe_opts
 ---@return true|nil ok
----@return string? err "closed"
-function ws:subscribe(topic) end
+---@return boolean|string|nil recovered_or_err with opts.since: false when nothing could be replayed; else "closed" on failure
+function ws:subscribe(topic, opts) end
 
 ---@param topic string
 ---@return boolean was_subscribed
@@ -184,6 +188,7 @@ function ws:topics() end
 ---@param kind? duplex.kind
 ---@return integer? queued
 ---@return integer|string dropped_or_err
+---@return string? id when the topic keeps history
 function ws:publish(topic, data, kind) end
 
 ---@class duplex.server
@@ -299,7 +304,25 @@ function duplex.now() end
 ---@param kind? duplex.kind
 ---@return integer? queued
 ---@return integer|string dropped_or_err
+---@return string? id when the topic keeps history
 function duplex.publish(topic, data, kind) end
+
+---@class duplex.history_opts
+---@field size integer most messages kept (1 to 1000000)
+---@field ttl? number seconds a message is kept (default: no age limit)
+---@field bytes? integer most payload bytes kept (default: no limit)
+
+---Makes the topic keep its last messages for ws:subscribe(topic, { since = id }); false ends it.
+---@param topic string
+---@param opts duplex.history_opts|false
+---@return true|nil ok
+---@return string? err
+function duplex.history(topic, opts) end
+
+---The newest id of the topic's history, or nil.
+---@param topic string
+---@return string?
+function duplex.last_id(topic) end
 
 ---@param topic string
 ---@return integer

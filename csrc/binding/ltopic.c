@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "binding/binding.h"
+#include "transport/history.h"
 #include "transport/topic.h"
 
 static const char *check_topic(lua_State *L, int i, size_t *len) {
@@ -19,9 +20,19 @@ static int l_subscribe(lua_State *L) {
   conn_info i;
   conn_describe(c, 0, &i);
   if (strcmp(i.state, "open") != 0) return binding_error(L, "closed");
-  if (topic_subscribe(c, name, len) < 0) return binding_error(L, "out of memory");
+  if (lua_isnoneornil(L, 3)) {
+    if (topic_subscribe(c, name, len) < 0) return binding_error(L, "out of memory");
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  size_t slen;
+  const char *since = luaL_checklstring(L, 3, &slen);
+  int recovered;
+  if (topic_subscribe_since(c, name, len, since, slen, &recovered) < 0)
+    return binding_error(L, "out of memory");
   lua_pushboolean(L, 1);
-  return 1;
+  lua_pushboolean(L, recovered);
+  return 2;
 }
 
 static int l_unsubscribe(lua_State *L) {
@@ -76,13 +87,17 @@ static int publish(lua_State *L, int base, conn *except) {
   int binary = strcmp(kind, "binary") == 0;
   if (!binary && strcmp(kind, "text") != 0)
     return luaL_argerror(L, base + 2, "expected \"text\" or \"binary\"");
-  size_t queued, dropped;
-  switch (topic_publish(binding_loop(L), name, len, data, n, binary, except, &queued, &dropped)) {
+  size_t queued, dropped, idlen;
+  char id[HISTORY_ID_MAX];
+  switch (topic_publish_id(binding_loop(L), name, len, data, n, binary, except, &queued, &dropped,
+                           id, &idlen)) {
   case CONN_OK:
     broker_publish(binding_loop(L), name, len, data, n, binary); /* the other processes */
     lua_pushinteger(L, (lua_Integer)queued);
     lua_pushinteger(L, (lua_Integer)dropped);
-    return 2;
+    if (!idlen) return 2;
+    lua_pushlstring(L, id, idlen);
+    return 3;
   case CONN_BAD_UTF8:
     return binding_error(L, "text message is not valid UTF-8");
   case CONN_TOOBIG:
@@ -102,6 +117,47 @@ static int l_subscribers(lua_State *L) {
   return 1;
 }
 
+/* Whole number in [1, max] at i, or 0 when nil. */
+static size_t opt_count(lua_State *L, int i, double max, const char *what) {
+  if (lua_isnoneornil(L, i)) return 0;
+  double v = luaL_checknumber(L, i);
+  if (!(v >= 1 && v <= max) || v != (double)(size_t)v) luaL_argerror(L, i, what);
+  return (size_t)v;
+}
+
+/* history(topic, false) or history(topic, size, ttl seconds or nil, bytes or nil). */
+static int l_history(lua_State *L) {
+  size_t len;
+  const char *name = check_topic(L, 1, &len);
+  size_t size = 0, bytes = 0;
+  int64_t ttl_ms = 0;
+  if (!(lua_isboolean(L, 2) && !lua_toboolean(L, 2))) {
+    size = opt_count(L, 2, 1e6, "size must be a whole number from 1 to 1000000");
+    luaL_argcheck(L, size > 0, 2, "size must be a whole number from 1 to 1000000");
+    if (!lua_isnoneornil(L, 3)) {
+      double t = luaL_checknumber(L, 3);
+      luaL_argcheck(L, t > 0 && t <= 1e9, 3, "ttl must be a number of seconds > 0");
+      ttl_ms = (int64_t)(t * 1000.0);
+      if (ttl_ms < 1) ttl_ms = 1;
+    }
+    bytes = opt_count(L, 4, 9007199254740992.0, "bytes must be a whole number >= 1");
+  }
+  if (topic_history(binding_loop(L), name, len, size, ttl_ms, bytes) < 0)
+    return binding_error(L, "out of memory");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_last_id(lua_State *L) {
+  size_t len;
+  const char *name = check_topic(L, 1, &len);
+  char id[HISTORY_ID_MAX];
+  size_t n = topic_last_id(binding_loop(L), name, len, id);
+  if (!n) return 0;
+  lua_pushlstring(L, id, n);
+  return 1;
+}
+
 const luaL_Reg ltopic_conn_methods[] = {{"subscribe", l_subscribe},
                                         {"unsubscribe", l_unsubscribe},
                                         {"subscribed", l_subscribed},
@@ -110,5 +166,8 @@ const luaL_Reg ltopic_conn_methods[] = {{"subscribe", l_subscribe},
                                         {"dropped", l_dropped},
                                         {NULL, NULL}};
 
-const luaL_Reg ltopic_functions[] = {
-    {"publish", l_publish}, {"subscribers", l_subscribers}, {NULL, NULL}};
+const luaL_Reg ltopic_functions[] = {{"publish", l_publish},
+                                     {"subscribers", l_subscribers},
+                                     {"history", l_history},
+                                     {"last_id", l_last_id},
+                                     {NULL, NULL}};

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "transport/api.h"
 #include "transport/broker.h"
+#include "transport/history.h"
 #include "transport/topic.h"
 
 void *__real_malloc(size_t n);
@@ -131,6 +132,55 @@ static void topic_hook(loop *l) {
   l->topic_hook = NULL;
 }
 
+static void count_name(void *ud, const char *name, size_t len) {
+  (void)name;
+  (void)len;
+  (*(int *)ud)++;
+}
+
+/* A history-only topic: no subscribers counted, the broker is not told of
+ * it; a subscribe since an id replays just what came after it. */
+static void history_topic(loop *l) {
+  hook_calls = 0;
+  l->topic_hook = count_hook;
+  int before = 0, after = 0;
+  topic_names(l, count_name, &before);
+  CHECK_EQ(topic_history(l, "hh", 2, 10, 0, 0), 0);
+  CHECK_EQ(topic_count(l, "hh", 2), 0);
+  topic_names(l, count_name, &after);
+  CHECK_EQ(after, before);
+  CHECK_EQ(hook_calls, 0);
+  char id1[HISTORY_ID_MAX], id2[HISTORY_ID_MAX], last[HISTORY_ID_MAX];
+  size_t q, d, n1, n2;
+  CHECK_EQ(topic_last_id(l, "hh", 2, last), 0);
+  CHECK_EQ(topic_publish_id(l, "hh", 2, "m1", 2, 0, NULL, &q, &d, id1, &n1), CONN_OK);
+  CHECK_EQ(topic_publish_id(l, "hh", 2, "m2", 2, 0, NULL, &q, &d, id2, &n2), CONN_OK);
+  CHECK(n1 > 0 && n2 > 0 && q == 0);
+  CHECK(topic_last_id(l, "hh", 2, last) == n2 && memcmp(last, id2, n2) == 0);
+  int recovered = -1;
+  CHECK_EQ(topic_subscribe_since(servers[0], "hh", 2, id1, n1, &recovered), 1);
+  CHECK_EQ(recovered, 1);
+  CHECK_EQ(hook_calls, 1);
+  CHECK_EQ(topic_count(l, "hh", 2), 1);
+  int same;
+  CHECK_EQ(receive_all(l, 1, "m2", 2, &same), 1); /* m2 only, once */
+  CHECK(same);
+  CHECK_EQ(topic_subscribe_since(servers[0], "hh", 2, id1, n1, &recovered), 0);
+  CHECK_EQ(recovered, 0);
+  CHECK_EQ(topic_unsubscribe(servers[0], "hh", 2), 1);
+  CHECK_EQ(hook_calls, 2);
+  CHECK_EQ(topic_last_id(l, "hh", 2, last), n2); /* it outlives its subscribers */
+  CHECK_EQ(topic_subscribe_since(servers[1], "hh", 2, "bogus", 5, &recovered), 1);
+  CHECK_EQ(recovered, 0);
+  CHECK_EQ(topic_unsubscribe(servers[1], "hh", 2), 1);
+  CHECK_EQ(topic_history(l, "hh", 2, 0, 0, 0), 0);
+  CHECK_EQ(topic_last_id(l, "hh", 2, last), 0);
+  /* this one is left for topic_table_free */
+  CHECK_EQ(topic_history(l, "kept", 4, 4, 0, 0), 0);
+  CHECK_EQ(topic_publish_id(l, "kept", 4, "x", 1, 0, NULL, &q, &d, id1, &n1), CONN_OK);
+  l->topic_hook = NULL;
+}
+
 /* Envelopes: magic, node id, kind, payload; anything else is refused. */
 static void envelopes(void) {
   uint8_t own[BROKER_NODE_ID] = {1, 2, 3}, other[BROKER_NODE_ID] = {9};
@@ -183,6 +233,7 @@ int main(void) {
   for (int i = 0; i < N; i++) CHECK_EQ(topic_subscribe(servers[i], "t", 1), 1);
   membership(l);
   topic_hook(l);
+  history_topic(l);
   envelopes();
   publish_counts(l, s);
   for (int i = 0; i < N; i++) conn_release(clients[i]), conn_release(servers[i]);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "protocol/utf8.h"
+#include "transport/history.h"
 
 struct topic_member {
   topic *t;
@@ -17,6 +18,7 @@ struct topic {
   topic *hnext;
   uint64_t hash;
   topic_member *first, *last;
+  history *hist;   /* NULL unless topic_history: a topic with one outlives its subscribers */
   size_t n;        /* subscribers */
   unsigned pinned; /* publishes walking it: freed after them */
   size_t len;
@@ -27,6 +29,7 @@ typedef struct topic_table {
   topic **buckets;
   size_t nbuckets, ntopics; /* nbuckets: a power of 2 */
   uint64_t seed;            /* random: names from the network cannot aim at one bucket */
+  uint64_t epoch;           /* random; each history takes the next, so no two share ids */
 } topic_table;
 
 /* FNV-1a over the name, seeded, then mixed (splitmix64's finalizer). */
@@ -44,7 +47,8 @@ static topic_table *table_of(loop *l, int create) {
   if (!tt) return NULL;
   tt->nbuckets = 16;
   tt->buckets = calloc(tt->nbuckets, sizeof *tt->buckets);
-  if (!tt->buckets || loop_random(l, &tt->seed, sizeof tt->seed)) {
+  if (!tt->buckets || loop_random(l, &tt->seed, sizeof tt->seed) ||
+      loop_random(l, &tt->epoch, sizeof tt->epoch)) {
     free(tt->buckets);
     free(tt);
     return NULL;
@@ -121,7 +125,7 @@ int topic_subscribe(conn *c, const char *name, size_t len) {
   if (!t && !(t = add_topic(tt, name, len, h))) return -1;
   topic_member *m = malloc(sizeof *m);
   if (!m) {
-    if (!t->n) drop_topic(tt, t);
+    if (!t->n && !t->hist) drop_topic(tt, t);
     return -1;
   }
   *m = (topic_member){t, c, t->last, NULL, *conn_topics(c)};
@@ -151,7 +155,7 @@ static void leave(loop *l, topic_member *m, topic_member **link) {
   free(m);
   if (--t->n) return;
   if (l->topic_hook) l->topic_hook(l, t->name, t->len);
-  if (!t->pinned) drop_topic(l->topics, t);
+  if (!t->pinned && !t->hist) drop_topic(l->topics, t);
 }
 
 int topic_unsubscribe(conn *c, const char *name, size_t len) {
@@ -208,13 +212,14 @@ static int fan_out(loop *l, topic *t, conn_shared *msg, conn *except, size_t *qu
     else if (r == CONN_NOMEM)
       rc = CONN_NOMEM;
   }
-  if (--t->pinned == 0 && t->n == 0) drop_topic(l->topics, t);
+  if (--t->pinned == 0 && t->n == 0 && !t->hist) drop_topic(l->topics, t);
   return rc;
 }
 
-int topic_publish(loop *l, const char *name, size_t len, const void *data, size_t n, int binary,
-                  conn *except, size_t *queued, size_t *dropped) {
+int topic_publish_id(loop *l, const char *name, size_t len, const void *data, size_t n, int binary,
+                     conn *except, size_t *queued, size_t *dropped, char *id, size_t *idlen) {
   *queued = *dropped = 0;
+  if (idlen) *idlen = 0;
   if (!binary && !utf8_valid(data, n)) return CONN_BAD_UTF8;
   if (n > SESSION_MAX_SEND) return CONN_TOOBIG;
   topic *t = lookup(l, name, len);
@@ -223,6 +228,74 @@ int topic_publish(loop *l, const char *name, size_t len, const void *data, size_
   conn_shared_init(&msg, binary, data, n);
   int rc = fan_out(l, t, &msg, except, queued, dropped);
   conn_shared_free(l, &msg);
+  if (!t->hist) return rc;
+  uint64_t seq;
+  if (history_append(t->hist, data, n, binary, (int64_t)loop_now(l), &seq)) return CONN_NOMEM;
+  if (idlen) *idlen = history_id(t->hist, seq, id);
+  return rc;
+}
+
+int topic_publish(loop *l, const char *name, size_t len, const void *data, size_t n, int binary,
+                  conn *except, size_t *queued, size_t *dropped) {
+  return topic_publish_id(l, name, len, data, n, binary, except, queued, dropped, NULL, NULL);
+}
+
+int topic_history(loop *l, const char *name, size_t len, size_t size, int64_t ttl_ms,
+                  size_t bytes) {
+  topic_table *tt = table_of(l, 1);
+  if (!tt) return -1;
+  uint64_t h = hash_of(tt, name, len);
+  topic *t = find(tt, name, len, h);
+  if (!size) {
+    if (!t || !t->hist) return 0;
+    history_free(t->hist);
+    t->hist = NULL;
+    if (!t->n && !t->pinned) drop_topic(tt, t);
+    return 0;
+  }
+  history *hist = history_new(tt->epoch++, size, ttl_ms, bytes);
+  if (!hist) return -1;
+  if (!t && !(t = add_topic(tt, name, len, h))) {
+    history_free(hist);
+    return -1;
+  }
+  history_free(t->hist);
+  t->hist = hist;
+  return 0;
+}
+
+size_t topic_last_id(loop *l, const char *name, size_t len, char *id) {
+  topic *t = lookup(l, name, len);
+  return t && t->hist ? history_last_id(t->hist, id) : 0;
+}
+
+typedef struct replay {
+  conn *c;
+} replay;
+
+static void replay_one(void *ud, history_msg *m, uint64_t seq) {
+  (void)seq;
+  replay *r = ud;
+  conn_shared msg;
+  conn_shared_init(&msg, m->binary, m->data, m->n);
+  conn_publish(r->c, &msg); /* dropped ones are counted by c's backlog policy */
+  conn_shared_free(conn_loop(r->c), &msg);
+}
+
+int topic_subscribe_since(conn *c, const char *name, size_t len, const char *since, size_t slen,
+                          int *recovered) {
+  *recovered = 0;
+  int rc = topic_subscribe(c, name, len);
+  if (rc <= 0) return rc; /* subscribed already: it missed nothing, and gets no duplicates */
+  topic *t = lookup(conn_loop(c), name, len);
+  if (!t->hist) return rc;
+  /* nothing runs between subscribing and replaying, so the replay ends where
+   * live messages begin; a subscriber closed by its backlog policy meanwhile
+   * leaves the topic on its own */
+  replay r = {c};
+  t->pinned++;
+  *recovered = history_range(t->hist, since, slen, (int64_t)loop_now(conn_loop(c)), replay_one, &r);
+  t->pinned--;
   return rc;
 }
 
@@ -237,6 +310,7 @@ void topic_table_free(loop *l) {
         *conn_topics(m->c) = NULL; /* every conn leaves on closing: none should be here */
         free(m);
       }
+      history_free(t->hist);
       free(t);
     }
   }

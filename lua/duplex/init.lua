@@ -395,11 +395,32 @@ end
 
 -- Topics ----------------------------------------------------------------------
 
--- To every subscriber of topic in this process: queued, dropped. Never waits.
+-- To every subscriber of topic in this process: queued, dropped, and the
+-- message's id when the topic keeps history. Never waits.
 function duplex.publish(topic, data, kind)
   WS.check_topic(topic, "publish")
   WS.check_message(data, kind, "publish")
   return core.publish(topic, data, kind)
+end
+
+-- Keeps the topic's last opts.size messages (at most opts.ttl seconds old,
+-- at most opts.bytes payload bytes) for ws:subscribe(topic, { since = id });
+-- false ends it. Calling it again starts a new history (old ids are then
+-- not recovered).
+function duplex.history(topic, opts)
+  WS.check_topic(topic, "history")
+  if opts == false then return core.history(topic, false) end
+  if type(opts) ~= "table" then error("bad argument #2 to 'history' (options table or false expected)", 2) end
+  if opts.size == nil then error("bad argument #2 to 'history' (size required)", 2) end
+  local err = options.check(opts, options.history)
+  if err then error(err, 2) end
+  return core_call(core.history, topic, opts.size, opts.ttl, opts.bytes)
+end
+
+-- The newest id of the topic's history, or nil.
+function duplex.last_id(topic)
+  WS.check_topic(topic, "last_id")
+  return core.last_id(topic)
 end
 
 function duplex.subscribers(topic)

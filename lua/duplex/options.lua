@@ -50,6 +50,9 @@ M.connect = conn_options({
 M.broker = {
   prefix = "string", timeout = "number", reconnect = { min = "number", max = "number" }, max_queue = "number",
 }
+-- duplex.history(topic, opts) and ws:subscribe(topic, opts)
+M.history = { size = "number", ttl = "number", bytes = "number" }
+M.subscribe = { since = "string" }
 M.shutdown = { code = "number", reason = "string", timeout = "number" }
 
 M.server_tls = server_tls

@@ -2,6 +2,7 @@
 -- the C call first and parks the coroutine only when that call would block.
 local scheduler = require "duplex.scheduler"
 local url = require "duplex.url"
+local options = require "duplex.options"
 
 local wait, now_ms = scheduler.wait, scheduler.now_ms
 local type, error, select, setmetatable, rawget, rawset, tostring =
@@ -178,10 +179,20 @@ end
 
 local check_topic, check_message = WS.check_topic, WS.check_message
 
--- true (also when subscribed already), or nil, "closed".
-function methods:subscribe(topic)
+-- true (also when subscribed already), or nil, "closed". With opts.since
+-- (an id from publish, or "earliest"), first replays what the topic's
+-- history holds after it, then goes live: true, recovered (false when
+-- nothing could be replayed: messages after since are gone, since is not
+-- one of this process's ids, the topic keeps no history, or this
+-- connection was subscribed already).
+function methods:subscribe(topic, opts)
   check_topic(topic, "subscribe")
-  return self._c:subscribe(topic)
+  if opts == nil then return self._c:subscribe(topic) end
+  if type(opts) ~= "table" then error("bad argument #2 to 'subscribe' (options table expected)", 2) end
+  local err = options.check(opts, options.subscribe)
+  if err then error(err, 2) end
+  if opts.since == nil then return self._c:subscribe(topic) end
+  return self._c:subscribe(topic, opts.since)
 end
 
 -- true when it was subscribed. What was published before it stays queued.
@@ -200,7 +211,8 @@ function methods:topics()
   return self._c:topics()
 end
 
--- To every subscriber of topic but this connection: queued, dropped.
+-- To every subscriber of topic but this connection: queued, dropped, and
+-- the message's id when the topic keeps history.
 function methods:publish(topic, data, kind)
   check_topic(topic, "publish")
   check_message(data, kind, "publish")
