@@ -167,6 +167,22 @@ describe("duplex.shutdown", function()
     end)
   end)
 
+  it("ends a dial in progress: connect returns nil, err at once", function()
+    run(function()
+      local silent = helpers.raw_server() -- accepts, never answers the upgrade
+      local result
+      duplex.spawn(function() result = { duplex.connect(silent:url(), { timeout = 5 }) } end)
+      local peer = assert(silent:accept(2))
+      assert.is_true(duplex.shutdown({ timeout = 1 }))
+      local deadline = duplex.now() + 1
+      while not result and duplex.now() < deadline do duplex.sleep(0.01) end
+      assert(result, "connect still waits after shutdown")
+      assert.is_nil(result[1])
+      assert.equal("the process is shutting down", result[2])
+      peer:close()
+    end)
+  end)
+
   it("closes a reconnecting client for good: it does not take the 1001 for a reason to retry", function()
     run(function()
       local got, opens = nil, 0

@@ -67,6 +67,7 @@ local ws_of = setmetatable({}, { __mode = "k" })
 -- connection (weak: one nobody holds is closed by the collector anyway).
 local servers = setmetatable({}, { __mode = "k" }) -- server -> true
 local clients = setmetatable({}, { __mode = "k" }) -- ws -> true
+local dialing = setmetatable({}, { __mode = "k" }) -- core connection -> true, until open or failed
 local done_id = core.new_id() -- woken whenever a handler ends (shutdown waits on it)
 
 local function handler_done(ws)
@@ -275,6 +276,7 @@ local function close_clients(how)
     mine[#mine + 1] = w
     spawn(w.close, nil, w, how.code, how.reason)
   end
+  for c in pairs(dialing) do c:abort("the process is shutting down") end
   for ws in pairs(clients) do
     if client_open(ws) and not inner[ws] then
       mine[#mine + 1] = ws
@@ -376,7 +378,10 @@ local function dial(target, opts, watcher)
   if not ok then return nil, c, nil, true end
   if not c then return nil, derr end
   if watcher then watcher._dialing = c end
-  return await_open(c, u, target, opts)
+  dialing[c] = true
+  local ws, werr, response = await_open(c, u, target, opts)
+  dialing[c] = nil
+  return ws, werr, response
 end
 
 function duplex.connect(target, opts)
