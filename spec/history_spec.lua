@@ -29,19 +29,7 @@ local function history_server(opts, conns)
   end)
 end
 
--- A client reading every message into r.got.
-local function reader(ws)
-  local r = { ws = ws, got = {} }
-  duplex.spawn(function()
-    while true do
-      local msg = ws:receive()
-      if not msg then break end
-      r.got[#r.got + 1] = msg
-    end
-    r.done = true
-  end)
-  return r
-end
+local reader = helpers.reader
 
 local function same_list(want, got)
   for i = 1, math.max(#want, #got) do

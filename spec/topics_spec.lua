@@ -57,22 +57,7 @@ local function topic_server(opts, conns)
   end)
 end
 
--- A client that reads every message into r.got until the connection ends.
-local function reader(ws)
-  local r = { ws = ws, got = {}, done = false }
-  duplex.spawn(function()
-    while true do
-      local msg, kind, code, reason = ws:receive()
-      if not msg then
-        r.code, r.reason = code, reason
-        break
-      end
-      r.got[#r.got + 1] = msg
-    end
-    r.done = true
-  end)
-  return r
-end
+local reader = helpers.reader
 
 -- Connects n clients to urls(i) with at most `batch` handshakes at a time;
 -- returns them in order.

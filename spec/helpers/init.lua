@@ -174,6 +174,23 @@ function helpers.run(fn, timeout)
   return finish(state.failure == nil, state.failure, timed_out, timeout)
 end
 
+-- A client that reads every message into r.got until the connection ends.
+function helpers.reader(ws)
+  local r = { ws = ws, got = {}, done = false }
+  duplex.spawn(function()
+    while true do
+      local msg, kind, code, reason = ws:receive()
+      if not msg then
+        r.code, r.reason = code, reason
+        break
+      end
+      r.got[#r.got + 1] = msg
+    end
+    r.done = true
+  end)
+  return r
+end
+
 -- Calls pred() every 5 ms until it returns a true value (returned) or
 -- timeout seconds passed (then nil). Call from a coroutine.
 function helpers.wait_until(pred, timeout)
