@@ -8,6 +8,7 @@
 -- is open or retries have stopped.
 local core = require "duplex.core"
 local scheduler = require "duplex.scheduler"
+local WS = require "duplex.ws"
 
 local wait, wake, spawn, now_ms, current =
   scheduler.wait, scheduler.wake, scheduler.spawn, scheduler.now_ms, scheduler.current
@@ -440,13 +441,7 @@ function methods:receive(timeout)
   end
 end
 
-function methods:messages()
-  return function()
-    local msg, kind = self:receive()
-    if msg then return msg, kind end
-    return nil
-  end
-end
+methods.messages = WS.messages
 
 -- Waits until retries have stopped or the ws was closed.
 function methods:wait_closed()

@@ -124,6 +124,7 @@ function methods:messages()
     return nil
   end
 end
+WS.messages = methods.messages -- the reconnecting ws's too: it needs only self:receive
 
 function methods:ping(data)
   if data ~= nil and type(data) ~= "string" then error("bad argument #1 to 'ping' (string expected)", 2) end
