@@ -746,13 +746,20 @@ static int push_large(conn *c, int opcode, const uint8_t *data, size_t len) {
  * behind the unread bytes): the kernel's view of the socket tells. */
 enum { PROBE_MS = 200, PAUSED_SLACK_MS = 20 };
 
+#if defined(__linux__) && defined(TCP_INFO)
+/* The kernel's view of c's socket, and its fd: 0, or -1 when there is none. */
+static int tcp_info_of(conn *c, uv_os_fd_t *fd, struct tcp_info *ti) {
+  socklen_t len = sizeof *ti;
+  if (c->tcp_closing || uv_fileno((uv_handle_t *)&c->tcp, fd)) return -1;
+  return getsockopt(*fd, IPPROTO_TCP, TCP_INFO, ti, &len) || len < 1 ? -1 : 0;
+}
+#endif
+
 static int peer_gone(conn *c) {
 #if defined(__linux__) && defined(TCP_INFO)
   uv_os_fd_t fd;
   struct tcp_info ti;
-  socklen_t len = sizeof ti;
-  if (c->tcp_closing || uv_fileno((uv_handle_t *)&c->tcp, &fd)) return 0;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) || len < 1) return 0;
+  if (tcp_info_of(c, &fd, &ti)) return 0;
   return ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE;
 #else
   (void)c;
@@ -768,10 +775,9 @@ static int paused_peer_alive(conn *c, uint64_t since_ms) {
 #if defined(__linux__) && defined(TCP_INFO)
   uv_os_fd_t fd;
   struct tcp_info ti;
-  socklen_t len = sizeof ti, rlen = sizeof(int);
+  socklen_t rlen = sizeof(int);
   int unread = 0, rcvbuf = 0;
-  if (c->tcp_closing || uv_fileno((uv_handle_t *)&c->tcp, &fd)) return 1;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len)) return 1;
+  if (tcp_info_of(c, &fd, &ti)) return 1;
   /* the kernel counts in jiffies (4 ms at HZ=250): the doubt goes to the peer */
   if (ti.tcpi_last_data_recv < since_ms + PAUSED_SLACK_MS) return 1;
   if (ioctl(fd, FIONREAD, &unread) || getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &rlen))
