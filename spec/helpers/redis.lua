@@ -11,12 +11,8 @@ local function sh(cmd)
   return out
 end
 
-function M.free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
+-- A port nobody listens on (yet).
+M.free_port = require("helpers").closed_port
 
 -- Starts redis-server on port (a free one if nil): the server object.
 -- unixsocket: also listen on that path.
