@@ -216,10 +216,9 @@ end
 
 local function shutdown_opts(opts, fname)
   opts = check_opts(opts, fname)
+  -- check_opts has checked the types (options.shutdown)
   local code, reason, timeout = opts.code or 1001, opts.reason or "server shutting down", opts.timeout or 10
-  if type(code) ~= "number" then error("bad argument #1 to '" .. fname .. "' (code: number expected)", 3) end
-  if type(reason) ~= "string" then error("bad argument #1 to '" .. fname .. "' (reason: string expected)", 3) end
-  if type(timeout) ~= "number" or not (timeout >= 0) then
+  if not (timeout >= 0) then
     error("bad argument #1 to '" .. fname .. "' (timeout: seconds expected, a number >= 0)", 3)
   end
   return { code = code, reason = reason }, timeout
