@@ -227,6 +227,10 @@ describe("duplex.shutdown", function()
 
   it("checks its options", function()
     assert.has_error(function() duplex.shutdown({ timeot = 1 }) end)
+    -- the error names the line that called shutdown, not one inside duplex
+    local ok, err = pcall(function() duplex.shutdown({ code = "x" }) end)
+    assert.is_false(ok)
+    assert.matches("^spec/lifecycle_spec%.lua:%d+: option 'code' must be a number", err)
     assert.has_error(function() duplex.shutdown({ timeout = -1 }) end)
   end)
 end)

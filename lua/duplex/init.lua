@@ -214,9 +214,9 @@ end
 
 -- Shutdown --------------------------------------------------------------------
 
+-- opts: checked by check_opts (types: options.shutdown), in the public
+-- function itself, so that its errors name the caller's line.
 local function shutdown_opts(opts, fname)
-  opts = check_opts(opts, fname)
-  -- check_opts has checked the types (options.shutdown)
   local code, reason, timeout = opts.code or 1001, opts.reason or "server shutting down", opts.timeout or 10
   if not (timeout >= 0) then
     error("bad argument #1 to '" .. fname .. "' (timeout: seconds expected, a number >= 0)", 3)
@@ -306,13 +306,13 @@ end
 
 -- This server's connections only.
 function Server:shutdown(opts)
-  local how, timeout = shutdown_opts(opts, "shutdown")
+  local how, timeout = shutdown_opts(check_opts(opts, "shutdown"), "shutdown")
   return run_or_spawn(shutdown_servers, { self }, how, timeout, false)
 end
 
 -- Every server and client connection of the process.
 function duplex.shutdown(opts)
-  local how, timeout = shutdown_opts(opts, "shutdown")
+  local how, timeout = shutdown_opts(check_opts(opts, "shutdown"), "shutdown")
   local list = {}
   for server in pairs(servers) do list[#list + 1] = server end
   return run_or_spawn(shutdown_servers, list, how, timeout, true)
