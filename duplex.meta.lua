@@ -52,6 +52,11 @@
 ---Answers a request that is not an upgrade: status, headers, body.
 ---@alias duplex.http_hook fun(req: duplex.request): integer, table<string, string>?, string?
 
+---Answers a GET that accepts text/event-stream: the topics to stream (and
+---extra headers), a status to refuse (headers, body), or nothing to hand the
+---request to the http hook.
+---@alias duplex.sse_hook fun(req: duplex.request): (string[]|string|integer|nil), table<string, string>?, string?
+
 ---Accepts an upgrade (nothing or true) or refuses it: status, headers, body.
 ---@alias duplex.accept_hook fun(req: duplex.request): (true|integer|nil), table<string, string>?, string?
 
@@ -64,6 +69,9 @@
 ---@field origins? string[] allowed Origin values (default any)
 ---@field http? duplex.http_hook answers plain HTTP requests (default: 426)
 ---@field accept? duplex.accept_hook accepts or refuses an upgrade (default: accept all)
+---@field sse? duplex.sse_hook serves Server-Sent Events of topics
+---@field sse_heartbeat? number seconds between an event stream's comment lines; 0: none (default 15)
+---@field sse_retry? number the reconnect delay an event stream tells the browser, seconds; 0: none (default 3)
 ---@field on_error? fun(ws_or_req: duplex.ws|duplex.request, err: any, traceback: string) (default: stderr)
 ---@field handshake_timeout? number seconds for the opening handshake (default 10)
 ---@field max_backlog? integer bytes queued past which a publish skips a connection (default 1 MiB)
@@ -207,6 +215,17 @@ function server:close() end
 ---@return string? err "timed out"
 ---@return integer? n_aborted
 function server:shutdown(opts) end
+
+---@class duplex.stream_info
+---@field remote string the client's address
+---@field topics string[]
+---@field buffered integer bytes queued for it
+---@field dropped integer publishes dropped over max_backlog
+---@field skipped integer binary publishes, which an event stream cannot carry
+
+---The open Server-Sent Event streams.
+---@return duplex.stream_info[]
+function server:streams() end
 
 ---Swaps the certificates for connections accepted from then on.
 ---@param tls duplex.server_tls

@@ -138,6 +138,59 @@ describe("interop with headless Chromium", function()
     end, 60)
   end)
 
+  it("reads Server-Sent Events with EventSource, and resumes after the server's restart with Last-Event-ID, no gap", function()
+    support.run(function()
+      duplex.history("feed", { size = 100 })
+      local seen = { n = 0, last_ids = {} }
+      local page = assert(support.serve({ port = 0, handshake_timeout = 30, http = function(req)
+        if req.path == "/sse-page" then
+          return 200, { ["Content-Type"] = "text/html; charset=utf-8" }, slurp("spec/interop/sse_page.html")
+        elseif req.path == "/progress" then
+          seen.n = math.max(seen.n, tonumber(req.params.n) or 0)
+          return 204, {}, ""
+        elseif req.path == "/report" then
+          seen.report = req.params.result
+          return 204, {}, ""
+        elseif req.path == "/hold" then
+          local deadline = duplex.now() + 25
+          while not seen.report and duplex.now() < deadline do duplex.sleep(0.05) end
+          return 404, {}, ""
+        end
+        return 404, {}, ""
+      end }, function() end))
+      local function events_server(port)
+        return assert(support.serve({ port = port, sse_retry = 0.2, sse = function(req)
+          seen.last_ids[#seen.last_ids + 1] = req.headers["last-event-id"] or "-"
+          return { "feed" }, { ["Access-Control-Allow-Origin"] = "*" }
+        end }, function() end))
+      end
+      local function wait_for(what, pred)
+        local deadline = duplex.now() + 20
+        while not pred() and duplex.now() < deadline do duplex.sleep(0.02) end
+        assert(pred(), what)
+      end
+      local events = events_server(0)
+      local p = chromium(("http://127.0.0.1:%d/sse-page?port=%d"):format(page.port, events.port))
+      wait_for("the page did not open its EventSource", function() return duplex.subscribers("feed") == 1 end)
+      local ids = {}
+      for i = 1, 3 do ids[i] = select(3, duplex.publish("feed", "f" .. i)) end
+      wait_for("the page did not get the first events", function() return seen.n == 3 end)
+      -- the server goes; what is published meanwhile waits in the history
+      assert.is_true(events:shutdown({ timeout = 3 }))
+      for i = 4, 5 do ids[i] = select(3, duplex.publish("feed", "f" .. i)) end
+      events = events_server(events.port)
+      wait_for("the browser did not come back", function() return duplex.subscribers("feed") == 1 end)
+      ids[6] = select(3, duplex.publish("feed", "f6"))
+      local report, dom = finish(p, seen)
+      assert.equal("f1,f2,f3,f4,f5,f6 " .. table.concat(ids, ","), report)
+      assert.matches("f1,f2,f3,f4,f5,f6", dom, 1, true)
+      assert.same({ "-", ids[3] }, seen.last_ids)
+      events:close()
+      page:close()
+      duplex.history("feed", false)
+    end, 60)
+  end)
+
   it("runs the real chat page: it connects, shows a message from Lua and sends one back", function()
     support.run(function()
       local server, seen, chat = start_server()

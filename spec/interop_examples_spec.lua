@@ -116,6 +116,45 @@ describe("examples", function()
     end, 40)
   end)
 
+  it("feed.lua serves one topic to a WebSocket and to an event stream, and replays it to newcomers", function()
+    support.run(function()
+      local p, port = start_example("examples/feed.lua", "http://127.0.0.1:(%d+)/")
+      local ws = assert(duplex.connect(("ws://127.0.0.1:%d/live"):format(port)))
+      assert(ws:send("first post"))
+      assert.equal("first post", receive_json(ws))
+      -- a reader of the stream, in Python: it asks to resume from nothing
+      -- (so gets the history) and prints each event's id and data
+      local script = [[
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+c.request("GET", "/events?last_event_id=earliest", headers={"Accept": "text/event-stream"})
+r = c.getresponse()
+print("status=%d" % r.status, flush=True)
+ev, n = {}, 0
+while n < 2:
+    line = r.fp.readline().decode("utf-8").rstrip("\n")
+    if line == "" and "data" in ev:
+        print("event=%s %s %s" % (ev["event"], ev["id"], ev["data"]), flush=True); ev = {}; n += 1
+    elif ": " in line:
+        k, v = line.split(": ", 1); ev[k] = v
+]]
+      local reader = support.start({ PY, "-c", script, tostring(port) }, 20)
+      assert(support.wait_for_output(reader, "status=200"), support.describe(reader))
+      duplex.sleep(0.2)
+      assert(ws:send("second post"))
+      assert.equal("second post", receive_json(ws))
+      local rc, out = support.wait(reader, 15)
+      assert(rc == 0, support.describe(reader))
+      assert.matches("\nevent=feed %x+%-%d+ first post\nevent=feed %x+%-%d+ second post\n", out)
+      local web = assert(duplex.connect(("ws://127.0.0.1:%d/live"):format(port)))
+      assert.equal("first post", receive_json(web)) -- replayed from the history
+      assert.equal("second post", receive_json(web))
+      ws:close()
+      web:close()
+      support.kill(p)
+    end, 40)
+  end)
+
   it("chat.lua keeps rooms apart", function()
     support.run(function()
       local _, port = start_example("examples/chat.lua", "http://127.0.0.1:(%d+)/")

@@ -1,5 +1,7 @@
 /* The connection userdata (duplex.conn), dialed or accepted: recv, send,
  * ping, close, abort, respond and what they report. */
+#include <string.h>
+
 #include "binding/binding.h"
 
 /* tag: &conn_tag in every duplex.conn, so that a method tells its self
@@ -323,6 +325,24 @@ static int l_conn_respond(lua_State *L) {
   return 1;
 }
 
+/* sse(headers, retry_ms, heartbeat_ms): answers a plain HTTP request with
+ * an event stream. true, or nil, err when the request is gone. */
+static int l_conn_sse(lua_State *L) {
+  conn *c = check_conn(L);
+  opts_headers h;
+  opts_header_table(L, 2, &h, 2);
+  lua_Integer retry = luaL_checkinteger(L, 3), beat = luaL_checkinteger(L, 4);
+  luaL_argcheck(L, retry >= 0, 3, "retry must be >= 0");
+  luaL_argcheck(L, beat >= 0, 4, "heartbeat must be >= 0");
+  conn_info i;
+  conn_describe(c, 0, &i);
+  if (strcmp(i.state, "http") != 0) return binding_error(L, i.error ? i.error : "closed");
+  if (conn_respond_sse(c, h.names, h.values, h.n, (uint64_t)retry, (uint64_t)beat))
+    return luaL_argerror(L, 2, "invalid header name or value");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* accept(): a pending upgrade goes ahead. true, or nil, err. */
 static int l_conn_accept(lua_State *L) {
   conn *c = check_conn(L);
@@ -355,6 +375,7 @@ const luaL_Reg lconn_methods[] = {{"info", l_conn_info},
                                   {"head", l_conn_head},
                                   {"proxy_head", l_conn_proxy_head},
                                   {"respond", l_conn_respond},
+                                  {"sse", l_conn_sse},
                                   {"accept", l_conn_accept},
                                   {"buffered", l_conn_buffered},
                                   {"peer_cert", l_conn_peer_cert},

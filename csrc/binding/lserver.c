@@ -17,6 +17,8 @@ static server *check_server(lua_State *L) {
 static const char *read_listen(lua_State *L, server_opts *o, lua_Integer *port) {
   lua_getfield(L, 1, "http");
   o->has_http = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "sse"); /* event streams start as plain requests */
+  o->has_http |= lua_toboolean(L, -1);
   lua_getfield(L, 1, "accept");
   o->has_accept = lua_toboolean(L, -1);
   lua_getfield(L, 1, "host");

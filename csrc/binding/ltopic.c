@@ -19,7 +19,11 @@ static int l_subscribe(lua_State *L) {
   const char *name = check_topic(L, 2, &len);
   conn_info i;
   conn_describe(c, 0, &i);
-  if (strcmp(i.state, "open") != 0) return binding_error(L, "closed");
+  int stream = strcmp(i.state, "sse") == 0;
+  if (!stream && strcmp(i.state, "open") != 0) return binding_error(L, "closed");
+  /* an event stream names the topic in each event's "event:" line */
+  luaL_argcheck(L, !stream || (!memchr(name, '\n', len) && !memchr(name, '\r', len)), 2,
+                "an event stream's topic may not hold CR or LF");
   if (lua_isnoneornil(L, 3)) {
     if (topic_subscribe(c, name, len) < 0) return binding_error(L, "out of memory");
     lua_pushboolean(L, 1);
@@ -71,11 +75,14 @@ static int l_topics(lua_State *L) {
   return 1;
 }
 
+/* Publishes dropped over max_backlog, and binary ones an event stream
+ * skipped. */
 static int l_dropped(lua_State *L) {
   conn_info i;
   conn_describe(lconn_check(L, 1), 0, &i);
   lua_pushnumber(L, (lua_Number)i.dropped);
-  return 1;
+  lua_pushnumber(L, (lua_Number)i.skipped);
+  return 2;
 }
 
 /* publish(topic, data, kind) from arguments at base; except: the sender. */

@@ -412,7 +412,7 @@ int hs_build_response(buf *out, int status, const char *const *names, const char
   char n[32];
   size_t len = out->len;
   /* RFC 9110 8.6: no Content-Length in 1xx and 204, none needed in 304 */
-  int no_body = status < 200 || status == 204 || status == 304;
+  int no_body = status < 200 || status == 204 || status == 304 || body_len == HS_UNTIL_CLOSE;
   if (status < 100 || status > 999 || !headers_ok(names, values, nheaders)) return -1;
   snprintf(n, sizeof n, "%zu", body_len);
   if (status_line(out, status) || headers(out, names, values, nheaders) ||

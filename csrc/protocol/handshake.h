@@ -5,6 +5,7 @@
 #define DUPLEX_HANDSHAKE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "protocol/buf.h"
 
@@ -113,7 +114,9 @@ int hs_build_error(buf *out, int status, const char *body);
  * "Connection: close" unless headers already hold them; headers is an array
  * of nheaders name/value pairs (names[i], values[i]). Names and values with
  * CR or LF are refused (returns -1). No Content-Length is added for 1xx, 204
- * and 304, nor when headers hold Transfer-Encoding. */
+ * and 304, nor when headers hold Transfer-Encoding, nor for body_len
+ * HS_UNTIL_CLOSE (a stream: the body ends with the connection). */
+#define HS_UNTIL_CLOSE SIZE_MAX
 int hs_build_response(buf *out, int status, const char *const *names, const char *const *values,
                       size_t nheaders, size_t body_len);
 

@@ -25,6 +25,8 @@ static void collect(void *ud, history_msg *m, uint64_t seq) {
   g->n++;
 }
 
+static uint64_t seqs = 1; /* the process's seqs */
+
 static int range(history *h, const char *since, int64_t now, got *g) {
   memset(g, 0, sizeof *g);
   return history_range(h, since, strlen(since), now, collect, g);
@@ -36,7 +38,7 @@ static void add(history *h, const char *s, int64_t now) {
 }
 
 static void test_ids_and_replay(void) {
-  history *h = history_new(0xabcULL, 4, 0, 0);
+  history *h = history_new(0xabcULL, &seqs, 4, 0, 0);
   char id[HISTORY_ID_MAX], first[HISTORY_ID_MAX];
   got g;
   CHECK_EQ(history_last_id(h, id), 0);
@@ -79,7 +81,7 @@ static void test_ids_and_replay(void) {
 }
 
 static void test_bytes(void) {
-  history *h = history_new(1, 100, 0, 10);
+  history *h = history_new(1, &seqs, 100, 0, 10);
   got g;
   char id[HISTORY_ID_MAX];
   add(h, "12345", 0);
@@ -101,7 +103,7 @@ static void test_bytes(void) {
 }
 
 static void test_ttl(void) {
-  history *h = history_new(2, 100, 1000, 0);
+  history *h = history_new(2, &seqs, 100, 1000, 0);
   got g;
   char id[HISTORY_ID_MAX];
   add(h, "old", 0);
@@ -129,7 +131,7 @@ static void hold(void *ud, history_msg *m, uint64_t seq) {
 
 /* a replay may hold a message past its trimming (ASan checks the rest) */
 static void test_refs(void) {
-  history *h = history_new(3, 1, 0, 0);
+  history *h = history_new(3, &seqs, 1, 0, 0);
   history_msg *held = NULL;
   add(h, "kept", 0);
   CHECK_EQ(history_range(h, "earliest", 8, 0, hold, &held), 1);
@@ -139,7 +141,35 @@ static void test_refs(void) {
   CHECK_EQ(held->refs, 1);
   CHECK_MEMSTR(held->data, held->n, "kept");
   history_msg_unref(held);
-  CHECK(history_new(0, 0, 0, 0) == NULL);
+  CHECK(history_new(0, &seqs, 0, 0, 0) == NULL);
+}
+
+/* two topics on one clock: an id of either says where the other resumes,
+ * and a history made later holds nothing from before it */
+static void test_shared_clock(void) {
+  history *a = history_new(4, &seqs, 8, 0, 0), *b = history_new(4, &seqs, 8, 0, 0);
+  char ida[HISTORY_ID_MAX], idb[HISTORY_ID_MAX];
+  got g;
+  add(a, "a1", 0);
+  history_last_id(a, ida);
+  add(b, "b1", 0);
+  history_last_id(b, idb);
+  add(a, "a2", 0);
+  add(b, "b2", 0);
+  CHECK_EQ(range(b, ida, 0, &g), 1); /* b after a1: b1 and b2 */
+  CHECK_EQ(g.n, 2);
+  CHECK_STR(g.text[0], "b1");
+  CHECK_EQ(range(a, idb, 0, &g), 1); /* a after b1: a2 only */
+  CHECK_EQ(g.n, 1);
+  CHECK_STR(g.text[0], "a2");
+  history *c = history_new(4, &seqs, 8, 0, 0);
+  CHECK_EQ(range(c, ida, 0, &g), 0); /* c did not exist then */
+  history_last_id(b, idb);
+  CHECK_EQ(range(c, idb, 0, &g), 1); /* nothing was given since c began */
+  CHECK_EQ(g.n, 0);
+  history_free(a);
+  history_free(b);
+  history_free(c);
 }
 
 int main(void) {
@@ -147,5 +177,6 @@ int main(void) {
   test_bytes();
   test_ttl();
   test_refs();
+  test_shared_clock();
   return check_done();
 }

@@ -50,7 +50,8 @@ typedef enum conn_state {
   CONN_PENDING,   /* server: a valid upgrade waits for the application's verdict */
   CONN_OPEN,
   CONN_CLOSING, /* close frame sent, waiting for the peer's */
-  CONN_DONE     /* finished: no more frames either way */
+  CONN_DONE,    /* finished: no more frames either way */
+  CONN_SSE      /* server: answered a GET with an event stream (conn_respond_sse) */
 } conn_state;
 
 typedef struct conn_write {
@@ -105,6 +106,10 @@ struct conn {
   struct topic_member *topics; /* its subscriptions (topic.c) */
   uint64_t dropped;            /* publishes dropped over max_backlog */
   uint64_t paused_at;          /* uv_now() when reading paused for a full inbox */
+  uint64_t skipped;            /* binary publishes an event stream skipped */
+  uint64_t heartbeat_ms;       /* an event stream's comment interval, 0 for none */
+  uint64_t beat_drained;       /* bytes_drained() at the last heartbeat */
+  unsigned beat_waiting : 1;   /* that heartbeat found bytes queued */
 };
 
 /* Bytes of our waiting writes that the kernel has taken so far. A write
@@ -228,6 +233,7 @@ static void close_handles(conn *c) {
   if (c->tcp_closing) return;
   c->tcp_closing = 1;
   topic_leave_all(c);
+  if (c->phase == CONN_SSE) wake(c); /* its stream's coroutine waits for the end */
   loop_unmark_dirty(c->loop, &c->obj);
   if (c->role->on_close) c->role->on_close(c);
   /* a dial retry may be closing the tcp handle already; its callback counts */
@@ -672,9 +678,10 @@ static void dispatch(conn *c, char *data, size_t n) {
 static void on_eof(conn *c, ssize_t err) {
   conn_state st = state_of(c);
   int early = st == CONN_DIALING || st == CONN_HANDSHAKE;
-  const char *why = err != UV_EOF ? uv_strerror((int)err)
-                    : early       ? "connection closed during the handshake"
-                                  : "connection closed without a close frame";
+  const char *why = err != UV_EOF    ? uv_strerror((int)err)
+                    : early          ? "connection closed during the handshake"
+                    : st == CONN_SSE ? "the client closed the event stream"
+                                     : "connection closed without a close frame";
   session_event(&c->s, CLOSE_EV_PEER_EOF, 0, why, 0);
 }
 
@@ -722,7 +729,8 @@ static void teardown(conn *c) {
  * finds the handles closing and does nothing. */
 static void hook_act(void *ud, unsigned a) {
   conn *c = ud;
-  if (c->topics && !session_live(&c->s)) topic_leave_all(c); /* nothing more may go to it */
+  if (c->topics && !(c->phase == CONN_SSE ? c->s.close == CLOSE_OPEN : session_live(&c->s)))
+    topic_leave_all(c); /* nothing more may go to it */
   if (a & CLOSE_ACT_STOP_READING) stop_reading(c);
   if (a & CLOSE_ACT_WAKE) wake(c);
   if (a & CLOSE_ACT_TEARDOWN) teardown(c);
@@ -887,11 +895,36 @@ static void keepalive(conn *c) {
   arm_timer(c, c->opts.ping_timeout_ms);
 }
 
+/* An event stream's heartbeat: a comment, so that proxies see traffic;
+ * and a client that took none of what waited at the last one is gone or
+ * stuck, and dropped. */
+static void sse_beat(conn *c) {
+  static const uint8_t beat[] = ":\n\n";
+  uint64_t drained = bytes_drained(c);
+  if (buffered(c)) {
+    if (c->beat_waiting && drained == c->beat_drained) {
+      conn_abort(c, "the event stream client stopped reading");
+      return;
+    }
+    c->beat_waiting = 1;
+    c->beat_drained = drained;
+  } else {
+    c->beat_waiting = 0;
+  }
+  if (hook_queue(c, beat, sizeof beat - 1, NULL, 0, NULL, 0)) {
+    conn_abort(c, "out of memory");
+    return;
+  }
+  arm_timer(c, c->heartbeat_ms);
+}
+
 static void on_timer(uv_timer_t *t) {
   conn *c = t->data;
   conn_state st = state_of(c);
   if (st == CONN_DIALING || st == CONN_HANDSHAKE || st == CONN_HTTP || st == CONN_PENDING)
     conn_abort(c, "handshake timed out");
+  else if (st == CONN_SSE)
+    sse_beat(c);
   else if (c->s.close != CLOSE_OPEN)
     session_event(&c->s, CLOSE_EV_TIMEOUT, 0, "close handshake timed out", 0);
   else if (probe_paused(c))
@@ -979,8 +1012,8 @@ static void remote_name(conn *c, char *out, size_t size) {
   }
 }
 
-static const char *const state_names[] = {"dialing", "handshake", "http",  "pending",
-                                          "open",    "closing",   "closed"};
+static const char *const state_names[] = {"dialing", "handshake", "http",   "pending",
+                                          "open",    "closing",   "closed", "sse"};
 
 void conn_describe(conn *c, unsigned what, conn_info *out) {
   out->id = c->id;
@@ -996,6 +1029,7 @@ void conn_describe(conn *c, unsigned what, conn_info *out) {
   out->compressed = c->s.pmd != NULL;
   out->buffered = buffered(c);
   out->dropped = c->dropped;
+  out->skipped = c->skipped;
   out->remote[0] = out->peer_subject[0] = 0;
   if (what & CONN_INFO_REMOTE) remote_name(c, out->remote, sizeof out->remote);
   if ((what & CONN_INFO_PEER) && c->tls)
@@ -1051,6 +1085,10 @@ int conn_send_ping(conn *c, const void *data, size_t len) {
 }
 
 int conn_start_close(conn *c, unsigned code, const char *reason, size_t len) {
+  if (state_of(c) == CONN_SSE) {
+    begin_teardown(c); /* what is queued goes out, then the FIN */
+    return CONN_OK;
+  }
   return session_close(&c->s, code, reason, len);
 }
 
@@ -1070,6 +1108,32 @@ int conn_respond_http(conn *c, int status, const char *const *names, const char 
       begin_teardown(c);
   }
   buf_free(&out);
+  return 0;
+}
+
+int conn_respond_sse(conn *c, const char *const *names, const char *const *values, size_t nheaders,
+                     uint64_t retry_ms, uint64_t heartbeat_ms) {
+  if (state_of(c) != CONN_HTTP || c->tcp_closing) return -1;
+  buf out = {0};
+  char retry[40];
+  int k =
+      retry_ms ? snprintf(retry, sizeof retry, "retry: %llu\n\n", (unsigned long long)retry_ms) : 0;
+  if (hs_build_response(&out, 200, names, values, nheaders, HS_UNTIL_CLOSE) ||
+      buf_append(&out, retry, (size_t)k)) {
+    buf_free(&out);
+    return -1;
+  }
+  int rc = hook_queue(c, (const uint8_t *)out.data, out.len, NULL, 0, NULL, 0);
+  buf_free(&out);
+  if (rc) {
+    conn_abort(c, "out of memory");
+    return 0;
+  }
+  c->phase = CONN_SSE;
+  c->heartbeat_ms = heartbeat_ms;
+  uv_timer_stop(&c->timer); /* the handshake's */
+  if (heartbeat_ms) arm_timer(c, heartbeat_ms);
+  start_reading(c); /* to see the client go; what it sends is ignored */
   return 0;
 }
 
@@ -1115,6 +1179,8 @@ void conn_shared_init(conn_shared *m, int binary, const void *data, size_t len) 
 
 void conn_shared_free(loop *l, conn_shared *m) {
   if (m->plain) outq_block_unref(l, m->plain);
+  if (m->sse) outq_block_unref(l, m->sse);
+  m->sse = NULL;
   for (unsigned i = 0; i < m->nz; i++) outq_block_unref(l, m->z[i].frame);
   m->plain = NULL;
   m->nz = 0;
@@ -1160,7 +1226,10 @@ static struct outq_block *deflated_frame(conn *c, conn_shared *m, pmd *p) {
  * does not wait behind it. */
 static int over_backlog(conn *c) {
   c->dropped++;
-  if (c->opts.backlog_close) {
+  if (c->opts.backlog_close && c->phase == CONN_SSE) {
+    outq_drop_unsealed(&c->q, c->loop);
+    begin_teardown(c);
+  } else if (c->opts.backlog_close) {
     outq_drop_unsealed(&c->q, c->loop);
     static const char why[] = "subscriber too slow";
     session_close(&c->s, FRAME_CLOSE_TRY_AGAIN, why, sizeof why - 1);
@@ -1168,7 +1237,63 @@ static int over_backlog(conn *c) {
   return CONN_DROPPED;
 }
 
+/* A line break in an event's data: CRLF, LF or CR (the HTML standard's
+ * event stream grammar); the length of the one at p, or 0. */
+static size_t line_break(const uint8_t *p, const uint8_t *end) {
+  if (*p == '\n') return 1;
+  if (*p != '\r') return 0;
+  return p + 1 < end && p[1] == '\n' ? 2 : 1;
+}
+
+static uint8_t *put(uint8_t *p, const void *s, size_t n) {
+  if (n) memcpy(p, s, n);
+  return p + n;
+}
+
+/* The event for m, once for every stream: "id:", "event:", a "data:" line
+ * per line of the text, and the blank line that dispatches it. */
+static struct outq_block *sse_event(conn_shared *m) {
+  const uint8_t *d = m->data, *end = d + m->len;
+  size_t lines = 1;
+  for (const uint8_t *p = d; p < end; p++) {
+    size_t k = line_break(p, end);
+    if (k) lines++, p += k - 1;
+  }
+  size_t room = m->id_len + m->event_len + m->len + lines * 7 + 16;
+  struct outq_block *b = outq_block_new(room);
+  if (!b) return NULL;
+  uint8_t *o = b->data;
+  if (m->id) o = put(put(put(o, "id: ", 4), m->id, m->id_len), "\n", 1);
+  o = put(put(put(o, "event: ", 7), m->event, m->event_len), "\n", 1);
+  const uint8_t *line = d;
+  for (const uint8_t *p = d;; p++) {
+    size_t k = p < end ? line_break(p, end) : 1;
+    if (!k) continue;
+    o = put(put(put(o, "data: ", 6), line, (size_t)(p - line)), "\n", 1);
+    if (p >= end) break;
+    p += k - 1;
+    line = p + 1;
+  }
+  o = put(o, "\n", 1);
+  b->len = (size_t)(o - b->data);
+  return b;
+}
+
+static int sse_publish(conn *c, conn_shared *m) {
+  if (c->tcp_closing || c->s.close != CLOSE_OPEN) return CONN_CLOSED;
+  if (m->opcode == FRAME_BINARY) {
+    c->skipped++;
+    return CONN_SKIPPED;
+  }
+  if (buffered(c) >= c->opts.max_backlog) return over_backlog(c);
+  if (!m->sse && !(m->sse = sse_event(m))) return CONN_NOMEM;
+  if (outq_share(&c->q, c->loop, m->sse)) return CONN_NOMEM;
+  mark_dirty(c);
+  return CONN_OK;
+}
+
 int conn_publish(conn *c, conn_shared *m) {
+  if (c->phase == CONN_SSE) return sse_publish(c, m);
   if (c->tcp_closing || !session_live(&c->s)) return CONN_CLOSED;
   if (buffered(c) >= c->opts.max_backlog) return over_backlog(c);
   pmd *p = c->s.pmd;

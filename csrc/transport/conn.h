@@ -70,7 +70,8 @@ enum {
   CONN_CLOSED = SESSION_CLOSED,
   CONN_NOMEM = SESSION_NOMEM,
   CONN_TOOBIG = SESSION_TOOBIG,
-  CONN_DROPPED = 8 /* conn_publish: over max_backlog */
+  CONN_DROPPED = 8, /* conn_publish: over max_backlog */
+  CONN_SKIPPED = 9  /* conn_publish: binary, which an event stream cannot carry */
 };
 
 /* The largest high-water mark (the write path relies on it and on
@@ -124,13 +125,16 @@ struct topic_member **conn_topics(conn *c);
 
 /* One message published to many connections: its frames are built on first
  * need, once per form (plain, or compressed with each distinct set of
- * parameters), and the same bytes are queued for every subscriber. */
+ * parameters, or as a Server-Sent Event), and the same bytes are queued for
+ * every subscriber. */
 enum { CONN_SHARED_FORMS = 4 };
 typedef struct conn_shared {
   int opcode;
   const uint8_t *data;
   size_t len;
-  struct outq_block *plain;
+  const char *event, *id; /* an event stream's "event:" (the topic) and "id:" (or NULL) */
+  size_t event_len, id_len;
+  struct outq_block *plain, *sse;
   struct {
     const pmd *params; /* a subscriber's compressor standing for its parameters */
     struct outq_block *frame;
@@ -159,7 +163,7 @@ int conn_use_tls(conn *c, tls_ctx *ctx, const char *host);
 typedef struct conn_info {
   int64_t id;               /* the waitable id the connection wakes */
   const char *state;        /* "dialing", "handshake", "http", "pending", "open", "closing",
-                               "closed" */
+                               "closed", "sse" */
   int opened;               /* the opening handshake succeeded */
   int closed;               /* state "closed" */
   unsigned close_code;      /* what ws.close_code reports */
@@ -171,6 +175,7 @@ typedef struct conn_info {
   int compressed;           /* permessage-deflate was negotiated */
   size_t buffered;          /* bytes queued or in flight */
   uint64_t dropped;         /* publishes dropped over max_backlog */
+  uint64_t skipped;         /* binary publishes an event stream skipped */
   char remote[96];          /* "ip:port" (CONN_INFO_REMOTE), "" when unknown */
   char peer_subject[512];   /* peer certificate subject (CONN_INFO_PEER), "" when none */
 } conn_info;
@@ -217,6 +222,16 @@ int conn_start_close(conn *c, unsigned code, const char *reason, size_t len);
  * or value is invalid. */
 int conn_respond_http(conn *c, int status, const char *const *names, const char *const *values,
                       size_t nheaders, const char *body, size_t body_len);
+
+/* Server, state "http": answers 200 with headers and turns c into a
+ * Server-Sent Events stream (state "sse"): a topic it subscribes to is sent
+ * as events (conn_shared), with "retry: retry_ms" first (none for 0) and a
+ * comment every heartbeat_ms (0: none); a client that takes nothing of what
+ * is queued for a whole heartbeat is dropped, and the bytes it sends are
+ * ignored. conn_start_close ends the stream. 0, or -1 when c is not "http"
+ * or a header is invalid. */
+int conn_respond_sse(conn *c, const char *const *names, const char *const *values, size_t nheaders,
+                     uint64_t retry_ms, uint64_t heartbeat_ms);
 
 /* Server, still reading the request head: answers status (503 at
  * shutdown) and ends the connection. 0, or -1 when c is past that (or a TLS

@@ -15,7 +15,8 @@ struct history {
   size_t size, max_bytes, bytes;
   int64_t ttl_ms;
   size_t head, count; /* head: the oldest slot */
-  uint64_t next_seq;  /* the seq the next append gets */
+  uint64_t *clock;    /* the seq the next append gets (shared) */
+  uint64_t last_seq;  /* of the newest append, 0 before the first */
   uint64_t lost;      /* every seq <= lost is no longer held */
   slot *ring;
 };
@@ -26,7 +27,7 @@ void history_msg_unref(history_msg *m) {
   if (m && --m->refs == 0) free(m);
 }
 
-history *history_new(uint64_t epoch, size_t size, int64_t ttl_ms, size_t bytes) {
+history *history_new(uint64_t epoch, uint64_t *clock, size_t size, int64_t ttl_ms, size_t bytes) {
   if (size == 0 || size > SIZE_MAX / sizeof(slot)) return NULL;
   history *h = calloc(1, sizeof *h);
   if (!h) return NULL;
@@ -39,7 +40,8 @@ history *history_new(uint64_t epoch, size_t size, int64_t ttl_ms, size_t bytes) 
   h->size = size;
   h->ttl_ms = ttl_ms;
   h->max_bytes = bytes;
-  h->next_seq = 1;
+  h->clock = clock;
+  h->lost = *clock - 1;
   return h;
 }
 
@@ -68,13 +70,12 @@ void history_trim(history *h, int64_t now_ms) {
 int history_append(history *h, const void *data, size_t n, int binary, int64_t now_ms,
                    uint64_t *seq) {
   if (n > SIZE_MAX - sizeof(history_msg)) return -1;
-  uint64_t s = h->next_seq;
+  uint64_t s = *h->clock;
   if (h->max_bytes && n > h->max_bytes) {
     /* not kept: everything up to it is lost to a replay */
     while (h->count) drop_oldest(h);
-    h->lost = s;
-    h->next_seq++;
-    *seq = s;
+    h->lost = h->last_seq = *seq = s;
+    ++*h->clock;
     return 0;
   }
   history_msg *m = malloc(sizeof *m + n);
@@ -92,8 +93,8 @@ int history_append(history *h, const void *data, size_t n, int binary, int64_t n
   sl->t_ms = now_ms;
   h->count++;
   h->bytes += n;
-  h->next_seq++;
-  *seq = s;
+  h->last_seq = *seq = s;
+  ++*h->clock;
   return 0;
 }
 
@@ -104,8 +105,7 @@ size_t history_id(const history *h, uint64_t seq, char *buf) {
 }
 
 size_t history_last_id(const history *h, char *buf) {
-  if (h->next_seq == 1) return 0;
-  return history_id(h, h->next_seq - 1, buf);
+  return h->last_seq ? history_id(h, h->last_seq, buf) : 0;
 }
 
 /* 1 when id is one of ours (this epoch, a seq already given), its seq. */
@@ -122,7 +122,7 @@ static int parse_id(const history *h, const char *id, size_t len, uint64_t *seq)
     if (id[i] < '0' || id[i] > '9' || s > (UINT64_MAX - 9) / 10) return 0;
     s = s * 10 + (uint64_t)(id[i] - '0');
   }
-  if (e != h->epoch || s >= h->next_seq) return 0;
+  if (e != h->epoch || s >= *h->clock) return 0;
   *seq = s;
   return 1;
 }
@@ -132,7 +132,7 @@ int history_range(history *h, const char *since, size_t len, int64_t now_ms, his
   history_trim(h, now_ms);
   uint64_t from;
   if (len == 8 && memcmp(since, "earliest", 8) == 0) {
-    from = h->count ? h->ring[h->head].seq - 1 : h->next_seq - 1;
+    from = h->count ? h->ring[h->head].seq - 1 : *h->clock - 1;
   } else if (!parse_id(h, since, len, &from)) {
     return 0;
   }

@@ -29,7 +29,8 @@ typedef struct topic_table {
   topic **buckets;
   size_t nbuckets, ntopics; /* nbuckets: a power of 2 */
   uint64_t seed;            /* random: names from the network cannot aim at one bucket */
-  uint64_t epoch;           /* random; each history takes the next, so no two share ids */
+  uint64_t epoch;           /* random: ids from before a restart are not ours */
+  uint64_t seqs;            /* the next history seq, shared by every topic (history.h) */
 } topic_table;
 
 /* FNV-1a over the name, seeded, then mixed (splitmix64's finalizer). */
@@ -46,6 +47,7 @@ static topic_table *table_of(loop *l, int create) {
   topic_table *tt = calloc(1, sizeof *tt);
   if (!tt) return NULL;
   tt->nbuckets = 16;
+  tt->seqs = 1;
   tt->buckets = calloc(tt->nbuckets, sizeof *tt->buckets);
   if (!tt->buckets || loop_random(l, &tt->seed, sizeof tt->seed) ||
       loop_random(l, &tt->epoch, sizeof tt->epoch)) {
@@ -226,13 +228,20 @@ int topic_publish_id(loop *l, const char *name, size_t len, const void *data, si
   if (!t) return CONN_OK;
   conn_shared msg;
   conn_shared_init(&msg, binary, data, n);
+  msg.event = t->name;
+  msg.event_len = t->len;
+  char own[HISTORY_ID_MAX];
+  uint64_t seq;
+  int kept = !t->hist || !history_append(t->hist, data, n, binary, (int64_t)loop_now(l), &seq);
+  if (t->hist && kept) { /* event streams send the id too */
+    char *buf = id ? id : own;
+    msg.id_len = history_id(t->hist, seq, buf);
+    msg.id = buf;
+    if (idlen) *idlen = msg.id_len;
+  }
   int rc = fan_out(l, t, &msg, except, queued, dropped);
   conn_shared_free(l, &msg);
-  if (!t->hist) return rc;
-  uint64_t seq;
-  if (history_append(t->hist, data, n, binary, (int64_t)loop_now(l), &seq)) return CONN_NOMEM;
-  if (idlen) *idlen = history_id(t->hist, seq, id);
-  return rc;
+  return kept ? rc : CONN_NOMEM;
 }
 
 int topic_publish(loop *l, const char *name, size_t len, const void *data, size_t n, int binary,
@@ -253,7 +262,7 @@ int topic_history(loop *l, const char *name, size_t len, size_t size, int64_t tt
     if (!t->n && !t->pinned) drop_topic(tt, t);
     return 0;
   }
-  history *hist = history_new(tt->epoch++, size, ttl_ms, bytes);
+  history *hist = history_new(tt->epoch, &tt->seqs, size, ttl_ms, bytes);
   if (!hist) return -1;
   if (!t && !(t = add_topic(tt, name, len, h))) {
     history_free(hist);
@@ -271,13 +280,18 @@ size_t topic_last_id(loop *l, const char *name, size_t len, char *id) {
 
 typedef struct replay {
   conn *c;
+  topic *t;
 } replay;
 
 static void replay_one(void *ud, history_msg *m, uint64_t seq) {
-  (void)seq;
   replay *r = ud;
+  char id[HISTORY_ID_MAX];
   conn_shared msg;
   conn_shared_init(&msg, m->binary, m->data, m->n);
+  msg.event = r->t->name;
+  msg.event_len = r->t->len;
+  msg.id = id;
+  msg.id_len = history_id(r->t->hist, seq, id);
   conn_publish(r->c, &msg); /* dropped ones are counted by c's backlog policy */
   conn_shared_free(conn_loop(r->c), &msg);
 }
@@ -292,7 +306,7 @@ int topic_subscribe_since(conn *c, const char *name, size_t len, const char *sin
   /* nothing runs between subscribing and replaying, so the replay ends where
    * live messages begin; a subscriber closed by its backlog policy meanwhile
    * leaves the topic on its own */
-  replay r = {c};
+  replay r = {c, t};
   t->pinned++;
   *recovered = history_range(t->hist, since, slen, (int64_t)loop_now(conn_loop(c)), replay_one, &r);
   t->pinned--;

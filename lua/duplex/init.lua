@@ -6,6 +6,7 @@ local url = require "duplex.url"
 local options = require "duplex.options"
 local proxy = require "duplex.proxy"
 local reconnect = require "duplex.reconnect"
+local sse = require "duplex.sse"
 
 local type, error, tostring, tonumber, select, setmetatable, pairs, ipairs, rawget, rawset, pcall =
   type, error, tostring, tonumber, select, setmetatable, pairs, ipairs, rawget, rawset, pcall
@@ -47,6 +48,18 @@ Server.__index = Server
 -- carry on. Server:shutdown ends them too.
 function Server:close()
   self._s:close()
+end
+
+-- The open event streams: for each, its remote address, topics, bytes
+-- queued, and publishes dropped (over max_backlog) and skipped (binary).
+function Server:streams()
+  local list = {}
+  for c, topics in pairs(self._streams) do
+    local dropped, skipped = c:dropped()
+    list[#list + 1] = { remote = c:remote(), topics = topics, buffered = c:buffered(), dropped = dropped,
+      skipped = skipped }
+  end
+  return list
 end
 
 -- Swaps the certificate (and the rest of opts.tls) for new connections.
@@ -106,13 +119,54 @@ local function serve_websocket(server, c, opts, handler, request)
   ws_of[spawn(run_handler, handler_failed, handler, ws)] = ws
 end
 
-local function serve_http(c, opts)
+-- Runs in the request's coroutine.
+local function answer_http(c, opts, req)
+  if not opts.http then -- the server has sse only: what the core says without either
+    c:respond(426, { ["Content-Type"] = "text/plain" }, "this is a WebSocket endpoint\n")
+    return
+  end
+  local status, headers, body = opts.http(req)
+  if type(status) ~= "number" then error("http handler must return a status number", 0) end
+  c:respond(status, headers, body or "")
+end
+
+-- An event stream lives until the client goes or the server ends it; it
+-- counts as a running handler for shutdown.
+local function stream(server, c, topics, since)
+  server._streams[c] = topics
+  server._nlive = server._nlive + 1
+  for i = 1, #topics do c:subscribe(topics[i], since) end
+  if server._closing then c:close() end
+  local id = c:info()
+  while select(2, c:info()) ~= "closed" do wait(id) end
+  server._streams[c] = nil
+  server._nlive = server._nlive - 1
+  scheduler.wake(done_id)
+end
+
+local function answer_sse(server, c, opts, req)
+  local topics, headers, body = opts.sse(req)
+  if topics == nil or topics == false then return answer_http(c, opts, req) end
+  if type(topics) == "number" then
+    if topics < 200 then error("sse must return an HTTP status of 200..999 to refuse, not " .. topics, 0) end
+    c:respond(topics, headers, body or "")
+    return
+  end
+  topics = sse.topics(topics)
+  if c:sse(sse.headers(headers), server._sse_retry, server._sse_beat) then
+    stream(server, c, topics, sse.last_event_id(req))
+  end
+end
+
+local function serve_http(server, c, opts)
   local req = request_of(c)
   req.remote = c:remote()
   spawn(function()
-    local status, headers, body = opts.http(req)
-    if type(status) ~= "number" then error("http handler must return a status number", 0) end
-    c:respond(status, headers, body or "")
+    if opts.sse and sse.wants(req) then
+      answer_sse(server, c, opts, req)
+    else
+      answer_http(c, opts, req)
+    end
   end, function(_, err, trace)
     c:respond(500, { ["Content-Type"] = "text/plain" }, "internal server error\n")
     ;(opts.on_error or stderr_handler)(req, err, trace)
@@ -147,10 +201,14 @@ end
 function duplex.serve(opts, handler)
   opts = check_opts(opts, "serve")
   if type(handler) ~= "function" then error("bad argument #2 to 'serve' (handler function expected)", 2) end
+  local retry, rerr = sse.ms(opts.sse_retry, sse.RETRY, "sse_retry")
+  local beat, berr = sse.ms(opts.sse_heartbeat, sse.HEARTBEAT, "sse_heartbeat")
+  if not (retry and beat) then error(rerr or berr, 2) end
   local s, err = core_call(core.listen, opts)
   if not s then return nil, err end
   local id, port = s:info()
-  local server = setmetatable({ _s = s, port = port, _live = {}, _nlive = 0, _pending = {} }, Server)
+  local server = setmetatable({ _s = s, port = port, _live = {}, _nlive = 0, _pending = {}, _streams = {},
+    _sse_retry = retry, _sse_beat = beat }, Server)
   servers[server] = true
   spawn(function()
     while true do
@@ -161,7 +219,7 @@ function duplex.serve(opts, handler)
         elseif state == "pending" then
           serve_pending(server, c, opts, handler)
         elseif state == "http" then
-          serve_http(c, opts)
+          serve_http(server, c, opts)
         else
           serve_websocket(server, c, opts, handler)
         end
@@ -237,6 +295,7 @@ local function begin_server_shutdown(server, how)
     c:respond(503, { ["Content-Type"] = "text/plain" }, "server shutting down\n")
   end
   for ws in pairs(server._live) do rawget(ws, "_c"):close(how.code, how.reason) end
+  for c in pairs(server._streams) do c:close() end
 end
 
 local function client_open(ws)
@@ -296,6 +355,7 @@ local function shutdown_servers(list, how, timeout, with_clients)
   end, function()
     for i = 1, #list do
       for ws in pairs(list[i]._live) do rawget(ws, "_c"):abort("shutdown timed out") end
+      for c in pairs(list[i]._streams) do c:abort("shutdown timed out") end
     end
     for i = 1, #mine do
       local c = rawget(mine[i], "_c")

@@ -28,6 +28,7 @@ end
 M.serve = conn_options({
   host = "string", port = "number", backlog = "number", reuseport = "boolean", protocols = "any", origins = "any",
   http = "function", accept = "function", on_error = "function", handshake_timeout = "number",
+  sse = "function", sse_heartbeat = "number", sse_retry = "number",
   tls = server_tls,
   -- slow subscribers of topics
   max_backlog = "number", on_backlog = "on_backlog",
