@@ -327,6 +327,23 @@ print("OK", flush=True)
     end, 20)
   end)
 
+  it("streams over TLS, as curl reads https with our CA", function()
+    if not CURL then return pending("curl is not installed (apt-get install curl)") end
+    helpers.run(function()
+      local pki = require("helpers.pki").get()
+      local server = sse_server({ tls = { cert = pki.server_cert, key = pki.server_key }, sse_retry = 0 })
+      local p = support.start({ CURL, "-sN", "--max-time", "10", "--cacert", pki.ca, "-H",
+        "Accept: text/event-stream", ("https://127.0.0.1:%d/secure"):format(server.port) }, 15)
+      assert(subscribed("secure"), "curl did not connect: " .. support.describe(p))
+      duplex.publish("secure", "over tls")
+      duplex.sleep(0.1)
+      assert.is_true(server:shutdown({ timeout = 3 }))
+      local rc, out = support.wait(p, 5)
+      assert(rc == 0, support.describe(p))
+      assert.equal("event: secure\ndata: over tls\n\n", out)
+    end, 20)
+  end)
+
   it("delivers every message to 1000 event streams and 1000 WebSockets on one topic", function()
     helpers.run(function()
       local N, K = 1000, 20

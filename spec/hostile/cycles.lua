@@ -4,7 +4,8 @@
 -- temporary directory), runs connect / echo / close cycles against them and
 -- a set of abnormal endings (abort, handler error, protocol error, RST
 -- mid-frame, handshake timeout, refused upgrade, malformed head, failed TLS
--- verification, connection refused, http answers), then closes everything.
+-- verification, connection refused, http answers, event streams), then
+-- closes everything.
 -- The process then exits normally, so lua_close runs every finalizer and
 -- whatever is still allocated is a leak.
 --
@@ -71,7 +72,8 @@ end
 
 helpers.run(function()
   local plain = helpers.serve({ handshake_timeout = 0.5, close_timeout = 1, on_error = on_error,
-    http = function(req) return 200, { ["Content-Type"] = "text/plain" }, "hello " .. req.path end }, handler)
+    http = function(req) return 200, { ["Content-Type"] = "text/plain" }, "hello " .. req.path end,
+    sse = function(req) return { req.path:sub(2) } end }, handler)
   local deflate = helpers.serve({ compression = true, close_timeout = 1, on_error = on_error }, handler)
   local deflate_nct = helpers.serve({ compression = { context_takeover = false, level = 1 }, on_error = on_error }, handler)
   local tls
@@ -118,6 +120,32 @@ helpers.run(function()
     for i = 2, #subs do assert(subs[i]:close()) end
     count("topic")
   end
+
+  -- Event streams: a topic with history, a resume, a binary message skipped,
+  -- a stream that ends cleanly and one reset with events queued
+  duplex.history("feed", { size = 8 })
+  local function stream(extra)
+    local r = assert(helpers.raw_client(plain.port))
+    assert(r:send("GET /feed HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n" .. (extra or "") .. "\r\n"))
+    assert(assert(r:read_head(3)).status == 200)
+    return r
+  end
+  for round = 1, 10 do
+    local a = stream()
+    assert(helpers.wait_until(function() return duplex.subscribers("feed") == 1 end, 3))
+    local _, _, id = duplex.publish("feed", "event " .. round .. "\nsecond line")
+    duplex.publish("feed", "\0", "binary")
+    local b = stream("Last-Event-ID: " .. id .. "\r\n")
+    assert(helpers.wait_until(function() return duplex.subscribers("feed") == 2 end, 3))
+    duplex.publish("feed", big)
+    assert(a:fill(#big, 3))
+    b.sock:setoption("linger", { on = true, timeout = 0 })
+    b:close()
+    a:close()
+    assert(helpers.wait_until(function() return duplex.subscribers("feed") == 0 end, 3))
+    count("event stream")
+  end
+  duplex.history("feed", false)
 
   -- Abnormal endings ----------------------------------------------------------
 
